@@ -1,0 +1,452 @@
+//! The per-request pipeline, sans-IO:
+//!
+//! ```text
+//! start(ctx, request)            -> Step
+//! resume(ctx, pending, reply)    -> Step
+//! Step = Done(Decision) | Callout(Fetch, Pending)
+//! ```
+//!
+//! A [`Decision`] says what the host must do (continue with these header mutations, or send
+//! this local reply) plus the counters to bump. The core never performs I/O: a request that
+//! needs a fetch (an unknown `kid` on a remote key set) returns the fetch as data; the host
+//! dispatches it and calls [`resume`] with the reply, and the request is evaluated again
+//! with the new keys (no second refresh).
+//!
+//! Policy (SPEC §2, C6):
+//! * The route decides what is required: `none`, `any` of methods, or `all` of them.
+//! * Under `any`, every credential the request presents for the listed methods must be
+//!   valid, and at least one must be present: an invalid token is never outweighed by a
+//!   valid API key in the same request.
+//! * When several failures compete, the most severe is reported (dependency down >
+//!   malformed request > invalid credential > missing).
+//! * Inbound copies of every header Portcullis sets are removed on every allowed request.
+//! * `mode: shadow` evaluates everything, counts and reports the would-be rejection in
+//!   `x-portcullis-decision`, and lets the request through.
+
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+use crate::apikey;
+use crate::cache::Lru;
+use crate::callout::Reply;
+use crate::config::{self, Config, DependencyDown, KeySource, Method, Mode, Requires, Source};
+use crate::crypto::{NativeVerifier, Path};
+use crate::jwt::{self, Verified};
+use crate::keys::{Availability, Fetch, Fetched, Keys};
+use crate::policy;
+use crate::reason::Reason;
+use crate::request::{self, ExtractError, Found, RequestView};
+use crate::response::{self, Challenges, HttpResponse, Rejection};
+use crate::stats::Counter;
+use crate::store::SharedStore;
+
+/// A verified-token cache entry: which provider and key-set version verified it.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    provider: usize,
+    key_version: u64,
+    verified: Rc<Verified>,
+}
+
+/// Mutable per-worker state.
+pub struct WorkerState {
+    pub keys: Keys,
+    pub cache: Lru<[u8; 32], CacheEntry>,
+}
+
+impl WorkerState {
+    pub fn new(cfg: &Config) -> Self {
+        WorkerState { keys: Keys::new(cfg), cache: Lru::new(cfg.verified_token_cache_size) }
+    }
+}
+
+/// Everything a decision may use. Time is injected (`now_ms`, Unix milliseconds).
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub state: &'a mut WorkerState,
+    pub store: &'a dyn SharedStore,
+    pub native: &'a dyn NativeVerifier,
+    pub now_ms: u64,
+}
+
+/// Header changes for an allowed request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Headers to remove (lower-case names).
+    pub remove: Vec<String>,
+    /// Headers to set (replacing any value).
+    pub set: Vec<(String, String)>,
+    /// A new `:path` (a credential query parameter removed).
+    pub path: Option<String>,
+    /// Filter-state entries for other filters (name, JSON).
+    pub filter_state: Vec<(String, String)>,
+}
+
+/// What the host must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Continue(Mutations),
+    Reply(HttpResponse),
+}
+
+/// The outcome of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    /// The rejection reason (also set when shadow mode let the request through).
+    pub reason: Option<Reason>,
+    /// The authenticated client, for logs.
+    pub client: Option<String>,
+    /// Counters to increment.
+    pub counters: Vec<Counter>,
+}
+
+/// A request waiting for a callout.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    request: RequestView,
+    fetch: Fetch,
+    counters: Vec<Counter>,
+}
+
+impl Pending {
+    /// The fetch this request waits for.
+    pub fn fetch(&self) -> &Fetch {
+        &self.fetch
+    }
+}
+
+/// One step of the pipeline.
+#[derive(Debug)]
+pub enum Step {
+    Done(Decision),
+    Callout(Pending),
+}
+
+/// What a successful credential method established.
+#[derive(Debug, Clone)]
+struct Identity {
+    method: Method,
+    client_id: Option<String>,
+    scopes: Vec<String>,
+    found: Found,
+    verified: Option<Rc<Verified>>,
+}
+
+enum MethodResult {
+    Absent,
+    Ok(Identity),
+    Failed(Reason),
+    NeedRefresh(usize),
+}
+
+/// Starts evaluating a request.
+pub fn start(ctx: &mut Ctx, req: RequestView) -> Step {
+    let mut counters = vec![Counter::Requests];
+    match evaluate(ctx, &req, true, &mut counters) {
+        Ok(d) => Step::Done(finish(ctx.cfg, &req, d, counters)),
+        Err(provider) => match ctx.state.keys.early_refresh(ctx.cfg, ctx.store, provider, ctx.now_ms) {
+            Some(fetch) => {
+                counters.push(Counter::JwksUnknownKidRefresh);
+                Step::Callout(Pending { request: req, fetch, counters })
+            }
+            None => {
+                let d = evaluate(ctx, &req, false, &mut counters).unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
+                Step::Done(finish(ctx.cfg, &req, d, counters))
+            }
+        },
+    }
+}
+
+/// Resumes a request with the reply to its callout.
+pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
+    let Pending { request, fetch, mut counters } = pending;
+    match ctx.state.keys.on_reply(ctx.cfg, ctx.store, &fetch, reply, ctx.now_ms) {
+        Fetched::Next(next) => return Step::Callout(Pending { request, fetch: next, counters }),
+        Fetched::Published { .. } => {
+            ctx.state.cache.clear();
+            counters.push(Counter::JwksFetchOk);
+        }
+        Fetched::Failed(_) => counters.push(Counter::JwksFetchFailed),
+    }
+    let d = evaluate(ctx, &request, false, &mut counters).unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
+    Step::Done(finish(ctx.cfg, &request, d, counters))
+}
+
+type Evaluated = Result<Allowed, Rejection>;
+
+struct Allowed {
+    mutations: Mutations,
+    client: Option<String>,
+}
+
+/// Evaluates the request. `Err(provider)` asks for an early key refresh (only when
+/// `may_refresh`).
+fn evaluate(ctx: &mut Ctx, req: &RequestView, may_refresh: bool, counters: &mut Vec<Counter>) -> Result<Evaluated, usize> {
+    let cfg = ctx.cfg;
+    let matched = policy::route(cfg, &req.method, req.path_only());
+    let requires = matched.requires();
+    let (methods, all) = match requires {
+        Requires::None => return Ok(Ok(Allowed { mutations: base_mutations(cfg, req), client: None })),
+        Requires::Any(m) => (m, false),
+        Requires::All(m) => (m, true),
+    };
+    let challenges = Challenges {
+        bearer: methods.iter().any(|m| matches!(m, Method::Provider(_))),
+        api_key: methods.contains(&Method::ApiKey),
+    };
+    let reject = |reason: Reason| Rejection::new(reason, challenges);
+
+    let mut identities: Vec<Identity> = Vec::new();
+    let mut failure: Option<Reason> = None;
+    let mut missing = false;
+    for m in methods {
+        let result = match m {
+            Method::ApiKey => check_api_key(cfg, req),
+            Method::Provider(i) => check_provider(ctx, req, *i, counters),
+        };
+        match result {
+            MethodResult::Ok(id) => identities.push(id),
+            MethodResult::Absent => missing = true,
+            MethodResult::Failed(r) => {
+                if r == Reason::KeysUnavailable && cfg.on_dependency_down == DependencyDown::Anonymous {
+                    missing = true;
+                } else if failure.is_none_or(|f| r.severity() > f.severity()) {
+                    failure = Some(r);
+                }
+            }
+            MethodResult::NeedRefresh(p) => {
+                if may_refresh {
+                    return Err(p);
+                }
+                if failure.is_none_or(|f| Reason::TokenUnknownKey.severity() > f.severity()) {
+                    failure = Some(Reason::TokenUnknownKey);
+                }
+            }
+        }
+    }
+    if let Some(r) = failure {
+        let mut rej = reject(r);
+        if r == Reason::KeysUnavailable {
+            rej.retry_after = Some(response::DEFAULT_RETRY_AFTER);
+        }
+        return Ok(Err(rej));
+    }
+    if identities.is_empty() || (all && missing) {
+        return Ok(Err(reject(Reason::MissingCredentials)));
+    }
+
+    let held: Vec<String> = identities.iter().flat_map(|i| i.scopes.iter().cloned()).collect();
+    let lacking = policy::missing_scopes(matched.scopes(), &held);
+    if !lacking.is_empty() {
+        let mut rej = reject(Reason::InsufficientScope);
+        rej.scopes = matched.scopes().to_vec();
+        return Ok(Err(rej));
+    }
+
+    let mut mutations = base_mutations(cfg, req);
+    let client = identities.iter().find_map(|i| i.client_id.clone());
+    let mut path = req.path.clone();
+    let mut method_names = Vec::new();
+    for id in &identities {
+        match id.method {
+            Method::ApiKey => {
+                method_names.push("api_key".to_string());
+                if cfg.api_keys.as_ref().is_some_and(|a| a.hide_credentials) {
+                    strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                }
+            }
+            Method::Provider(i) => {
+                let p = &cfg.providers[i];
+                method_names.push(format!("jwt:{}", p.name));
+                let Some(v) = &id.verified else { continue };
+                if !p.forward {
+                    strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                }
+                if let Some(h) = &p.forward_payload_header {
+                    mutations.set.push((h.clone(), v.payload_b64.clone()));
+                }
+                for (h, claim) in &p.claim_to_headers {
+                    if let Some(value) = jwt::claim(&v.claims, claim).and_then(|c| jwt::claim_header_value(c, &p.claim_separator)) {
+                        mutations.set.push((h.clone(), value));
+                    }
+                }
+                if let Some(name) = &p.payload_in_metadata {
+                    mutations.filter_state.push((name.clone(), serde_json::Value::Object(v.claims.clone()).to_string()));
+                }
+            }
+        }
+    }
+    if path != req.path {
+        mutations.path = Some(path);
+    }
+    if let Some(c) = &client {
+        if c.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            mutations.set.push((config::CLIENT_HEADER.into(), c.clone()));
+        }
+    }
+    mutations.set.push((config::METHOD_HEADER.into(), method_names.join(",")));
+    Ok(Ok(Allowed { mutations, client }))
+}
+
+/// Removes every inbound header Portcullis owns.
+fn base_mutations(cfg: &Config, req: &RequestView) -> Mutations {
+    let mut remove: Vec<String> = cfg.owned_headers.clone();
+    for (name, _) in &req.headers {
+        if name.starts_with(config::OWNED_PREFIX) && !remove.contains(name) {
+            remove.push(name.clone());
+        }
+    }
+    Mutations { remove, ..Mutations::default() }
+}
+
+fn strip_credential(source: &Source, m: &mut Mutations, path: &mut String, req: &RequestView) {
+    match source {
+        Source::Header { name, .. } => {
+            if !m.remove.contains(name) {
+                m.remove.push(name.clone());
+            }
+        }
+        Source::Param(name) => *path = request::remove_query_param(path, name),
+        Source::Cookie(name) => {
+            let joined: Vec<&str> = req.header_values("cookie").flatten().collect();
+            m.remove.push("cookie".into());
+            if let Some(rest) = request::remove_cookie(&joined.join("; "), name) {
+                m.set.push(("cookie".into(), rest));
+            }
+        }
+    }
+}
+
+fn extract_failure(e: ExtractError) -> MethodResult {
+    MethodResult::Failed(match e {
+        ExtractError::Multiple => Reason::MultipleCredentials,
+        ExtractError::Malformed => Reason::MalformedRequest,
+    })
+}
+
+fn check_api_key(cfg: &Config, req: &RequestView) -> MethodResult {
+    let Some(ak) = &cfg.api_keys else { return MethodResult::Failed(Reason::Internal) };
+    let found = match req.extract(&ak.sources) {
+        Ok(Some(f)) => f,
+        Ok(None) => return MethodResult::Absent,
+        Err(e) => return extract_failure(e),
+    };
+    match apikey::lookup(ak, &found.value) {
+        Ok(client) => MethodResult::Ok(Identity {
+            method: Method::ApiKey,
+            client_id: Some(client.client_id.clone()),
+            scopes: client.scopes.clone(),
+            found,
+            verified: None,
+        }),
+        Err(r) => MethodResult::Failed(r),
+    }
+}
+
+/// When several providers read the same source, a token belongs to the provider whose
+/// issuer matches its (unverified) `iss`; providers without an issuer take any token.
+fn belongs_to(cfg: &Config, i: usize, token: &str) -> bool {
+    let p = &cfg.providers[i];
+    let Some(want) = &p.issuer else { return true };
+    let shares_source = cfg.providers.iter().enumerate().any(|(j, q)| j != i && q.sources.iter().any(|s| p.sources.contains(s)));
+    if !shares_source {
+        return true;
+    }
+    let iss = token
+        .split('.')
+        .nth(1)
+        .and_then(crate::b64::decode)
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("iss").and_then(|i| i.as_str()).map(str::to_string));
+    match iss {
+        Some(iss) => &iss == want,
+        // Unparseable: let the first provider sharing the source report it as malformed.
+        None => cfg.providers.iter().position(|q| q.sources.iter().any(|s| p.sources.contains(s))) == Some(i),
+    }
+}
+
+fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counters: &mut Vec<Counter>) -> MethodResult {
+    let cfg = ctx.cfg;
+    let p = &cfg.providers[i];
+    let found = match req.extract(&p.sources) {
+        Ok(Some(f)) => f,
+        Ok(None) => return MethodResult::Absent,
+        Err(e) => return extract_failure(e),
+    };
+    if cfg.providers.len() > 1 && !belongs_to(cfg, i, &found.value) {
+        return MethodResult::Absent;
+    }
+    if found.value.len() > p.max_token_bytes {
+        return MethodResult::Failed(Reason::TokenTooLarge);
+    }
+    let now_s = ctx.now_ms / 1000;
+    if matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_)) {
+        ctx.state.keys.sync(cfg, ctx.store, i);
+    }
+    let (set, version) = match ctx.state.keys.available(cfg, i, ctx.now_ms) {
+        Availability::Ready(set, v) => (Rc::clone(set), v),
+        Availability::Unavailable if p.hmac_secret.is_some() => (Rc::new(Default::default()), 0),
+        Availability::Unavailable => return MethodResult::Failed(Reason::KeysUnavailable),
+    };
+    let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
+    if let Some(hit) = ctx.state.cache.get(&digest) {
+        if hit.provider == i && hit.key_version == version {
+            let v = Rc::clone(&hit.verified);
+            counters.push(Counter::JwtCacheHit);
+            return match jwt::check_times(v.exp, v.nbf, v.iat, p, now_s) {
+                Ok(()) => ok_identity(i, found, v),
+                Err(r) => MethodResult::Failed(r),
+            };
+        }
+    }
+    counters.push(Counter::JwtCacheMiss);
+    let allow_native = cfg.crypto == config::CryptoMode::Auto;
+    match jwt::verify(&found.value, p, &set, now_s, ctx.native, allow_native) {
+        Ok((v, path)) => {
+            counters.push(if path == Path::Native { Counter::CryptoNative } else { Counter::CryptoPure });
+            let v = Rc::new(v);
+            ctx.state.cache.put(digest, CacheEntry { provider: i, key_version: version, verified: Rc::clone(&v) });
+            ok_identity(i, found, v)
+        }
+        Err(Reason::TokenUnknownKey) if matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_)) => MethodResult::NeedRefresh(i),
+        Err(r) => MethodResult::Failed(r),
+    }
+}
+
+fn ok_identity(i: usize, found: Found, v: Rc<Verified>) -> MethodResult {
+    let client_id = v.client_id.clone().or_else(|| v.claims.get("sub").and_then(|s| s.as_str()).map(str::to_string));
+    MethodResult::Ok(Identity { method: Method::Provider(i), client_id, scopes: v.scopes.clone(), found, verified: Some(v) })
+}
+
+/// Applies the mode and renders the outcome.
+fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: Vec<Counter>) -> Decision {
+    match evaluated {
+        Ok(a) => {
+            counters.push(Counter::Allowed);
+            let mut mutations = a.mutations;
+            if cfg.mode == Mode::Shadow {
+                mutations.set.push((config::DECISION_HEADER.into(), "allow".into()));
+            }
+            Decision { action: Action::Continue(mutations), reason: None, client: a.client, counters }
+        }
+        Err(rej) => match cfg.mode {
+            Mode::Enforce => {
+                counters.push(Counter::Denied(rej.reason));
+                Decision { action: Action::Reply(response::render(&rej, &cfg.realm)), reason: Some(rej.reason), client: None, counters }
+            }
+            Mode::Shadow => {
+                counters.push(Counter::ShadowDenied(rej.reason));
+                // The request goes on untouched but for the owned headers: nothing was
+                // verified, so no identity is asserted upstream.
+                let mut m = base_mutations(cfg, req);
+                m.set.push((config::DECISION_HEADER.into(), format!("deny; reason={}", rej.reason.code())));
+                Decision { action: Action::Continue(m), reason: Some(rej.reason), client: None, counters }
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Root context: configuration, stats, background key-set fetches.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel, MetricType};
+
+use super::native::HostVerifier;
+use super::store::HostStore;
+use super::{dispatch, log, now_ms, read_reply};
+use crate::config::{self, Config, KeySource};
+use crate::decision::WorkerState;
+use crate::keys::{Fetch, Fetched};
+use crate::stats::Counter;
+
+/// What every request context of this worker shares.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub state: RefCell<WorkerState>,
+    pub metrics: HashMap<Counter, u32>,
+    pub native: HostVerifier,
+}
+
+impl Shared {
+    pub fn bump(&self, counters: &[Counter]) {
+        for c in counters {
+            if let Some(id) = self.metrics.get(c) {
+                let _ = hostcalls::increment_metric(*id, 1);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Root {
+    shared: Option<Rc<Shared>>,
+    fetches: HashMap<u32, Fetch>,
+}
+
+impl Root {
+    fn start_fetches(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let due = {
+            let mut st = shared.state.borrow_mut();
+            st.keys.due_fetches(&shared.cfg, &HostStore, now_ms(self.get_current_time()))
+        };
+        for f in due {
+            self.start(&shared, f);
+        }
+    }
+
+    fn start(&mut self, shared: &Rc<Shared>, f: Fetch) {
+        match dispatch(&f.callout) {
+            Ok(token) => {
+                self.fetches.insert(token, f);
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("key set for provider {:?}: {e}", shared.cfg.providers[f.provider].name));
+                self.finish(shared, &f, &crate::callout::Reply::default());
+            }
+        }
+    }
+
+    fn finish(&mut self, shared: &Rc<Shared>, f: &Fetch, reply: &crate::callout::Reply) {
+        let name = &shared.cfg.providers[f.provider].name;
+        let outcome = {
+            let mut st = shared.state.borrow_mut();
+            let r = st.keys.on_reply(&shared.cfg, &HostStore, f, reply, now_ms(self.get_current_time()));
+            if matches!(r, Fetched::Published { .. }) {
+                st.cache.clear();
+            }
+            r
+        };
+        match outcome {
+            Fetched::Published { warnings } => {
+                shared.bump(&[Counter::JwksFetchOk]);
+                for w in warnings {
+                    log(LogLevel::Warn, &format!("provider {name:?}: {w}"));
+                }
+                log(LogLevel::Info, &format!("provider {name:?}: key set refreshed"));
+            }
+            Fetched::Next(next) => self.start(shared, next),
+            Fetched::Failed(why) => {
+                shared.bump(&[Counter::JwksFetchFailed]);
+                log(LogLevel::Warn, &format!("provider {name:?}: key set fetch failed: {why}; keeping the last good set if any"));
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(f) = self.fetches.remove(&token_id) else { return };
+        let Some(shared) = self.shared.clone() else { return };
+        let reply = read_reply(body_size);
+        self.finish(&shared, &f, &reply);
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let env = |name: &str| std::env::var(name).ok();
+        let cfg = match config::parse(&bytes, &env) {
+            Ok(c) => c,
+            Err(e) => {
+                log(LogLevel::Error, &format!("invalid configuration: {e}"));
+                return false;
+            }
+        };
+        for w in &cfg.warnings {
+            log(LogLevel::Warn, w);
+        }
+        let mut metrics = HashMap::new();
+        for c in Counter::all() {
+            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, &c.name()) {
+                metrics.insert(c, id);
+            }
+        }
+        let remote = cfg.providers.iter().any(|p| !matches!(p.keys, KeySource::Local(_)));
+        let state = RefCell::new(WorkerState::new(&cfg));
+        self.shared = Some(Rc::new(Shared { cfg, state, metrics, native: HostVerifier::default() }));
+        if remote {
+            self.set_tick_period(Duration::from_millis(500));
+            self.start_fetches();
+        }
+        log(LogLevel::Info, "configuration loaded");
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.start_fetches();
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Without a configuration the request context fails closed (the SDK would abort the
+        // VM on None).
+        Some(Box::new(super::http::Http::new(self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

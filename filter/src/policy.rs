@@ -1,0 +1,90 @@
+//! Per-route access policy (SPEC C6): which route applies, and whether the scopes a caller
+//! holds satisfy it. First matching route wins; a request no route matches gets the
+//! top-level default (`requires`, no scopes).
+//!
+//! Paths are compared as sent, without the query string. A prefix matches on a segment
+//! boundary (`/admin` matches `/admin` and `/admin/x`, not `/administrator`), so a prefix
+//! meant to protect a subtree cannot be sidestepped by a lookalike sibling; a prefix ending
+//! in `/` matches anything below it.
+
+use crate::config::{Config, PathMatch, Requires, Route};
+
+/// The route a request falls under.
+#[derive(Debug, Clone, Copy)]
+pub enum Matched<'a> {
+    Route(usize, &'a Route),
+    Default(&'a Requires),
+}
+
+impl<'a> Matched<'a> {
+    pub fn requires(&self) -> &'a Requires {
+        match self {
+            Matched::Route(_, r) => &r.requires,
+            Matched::Default(req) => req,
+        }
+    }
+
+    pub fn scopes(&self) -> &'a [String] {
+        match self {
+            Matched::Route(_, r) => &r.scopes,
+            Matched::Default(_) => &[],
+        }
+    }
+}
+
+fn path_matches(m: &PathMatch, path: &str) -> bool {
+    match m {
+        PathMatch::Exact(p) => path == p,
+        PathMatch::Prefix(p) => {
+            path.starts_with(p.as_str()) && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+        }
+    }
+}
+
+/// Finds the route for a method and path (path without query).
+pub fn route<'a>(cfg: &'a Config, method: &str, path: &str) -> Matched<'a> {
+    for (i, r) in cfg.routes.iter().enumerate() {
+        if !path_matches(&r.path, path) {
+            continue;
+        }
+        if let Some(ms) = &r.methods {
+            if !ms.iter().any(|m| m == method) {
+                continue;
+            }
+        }
+        return Matched::Route(i, r);
+    }
+    Matched::Default(&cfg.default_requires)
+}
+
+/// The required scopes the caller lacks (empty when satisfied).
+pub fn missing_scopes<'a>(required: &'a [String], held: &[String]) -> Vec<&'a str> {
+    required.iter().filter(|s| !held.iter().any(|h| h == *s)).map(String::as_str).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_on_segment_boundary() {
+        let p = PathMatch::Prefix("/admin".into());
+        assert!(path_matches(&p, "/admin"));
+        assert!(path_matches(&p, "/admin/users"));
+        assert!(!path_matches(&p, "/administrator"));
+        assert!(!path_matches(&p, "/"));
+        let root = PathMatch::Prefix("/".into());
+        assert!(path_matches(&root, "/anything"));
+        let slash = PathMatch::Prefix("/api/".into());
+        assert!(path_matches(&slash, "/api/x") && !path_matches(&slash, "/api"));
+        let exact = PathMatch::Exact("/health".into());
+        assert!(path_matches(&exact, "/health") && !path_matches(&exact, "/health/x"));
+    }
+
+    #[test]
+    fn scopes() {
+        let req = vec!["a".to_string(), "b".to_string()];
+        assert!(missing_scopes(&req, &["b".into(), "a".into(), "c".into()]).is_empty());
+        assert_eq!(missing_scopes(&req, &["a".into()]), vec!["b"]);
+    }
+}

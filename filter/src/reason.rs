@@ -1,0 +1,207 @@
+//! Stable reason codes. Every rejection, log line, Envoy stat and problem `type` is keyed by
+//! one of these; they are part of the public API (dashboards and alerts depend on them), so a
+//! code is never renamed, only added.
+
+/// Why a request was rejected (or, in shadow mode, would have been).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No credential of any accepted kind was presented.
+    MissingCredentials,
+    /// The request is malformed: a credential header without the expected prefix, a
+    /// non-UTF-8 credential, and similar.
+    MalformedRequest,
+    /// More than one credential of the same kind (for example a bearer token in both the
+    /// header and a query parameter).
+    MultipleCredentials,
+    /// The token is not a well-formed JWS (segments, base64url, JSON, header members).
+    TokenMalformed,
+    /// The token exceeds the configured size cap.
+    TokenTooLarge,
+    /// The token's `alg` is not acceptable for the key that would verify it (including
+    /// `none`), or the header asks for something never honoured (`crit`, embedded keys).
+    TokenAlgorithm,
+    /// No key in the provider's key set has the token's `kid` (after any allowed refresh).
+    TokenUnknownKey,
+    /// The signature does not verify.
+    TokenSignature,
+    /// `exp` is in the past (beyond the clock skew).
+    TokenExpired,
+    /// `exp` is missing and the provider requires it.
+    TokenMissingExpiry,
+    /// `nbf` is in the future (beyond the clock skew).
+    TokenNotYetValid,
+    /// `iat` is in the future (beyond the clock skew).
+    TokenIssuedInFuture,
+    /// `exp - iat` exceeds the provider's `max_lifetime`.
+    TokenLifetime,
+    /// `iss` does not match the provider's issuer.
+    TokenIssuer,
+    /// `aud` does not contain any of the provider's audiences.
+    TokenAudience,
+    /// A time claim has the wrong type (for example a string `exp`).
+    TokenClaims,
+    /// The API key is not known.
+    ApiKeyInvalid,
+    /// The API key belongs to a disabled client.
+    ApiKeyDisabled,
+    /// Authenticated, but the route requires scopes the caller does not have.
+    InsufficientScope,
+    /// The key set is not available (never fetched, or stale beyond `max_stale`).
+    KeysUnavailable,
+    /// An internal invariant failed; the request is refused rather than let through.
+    Internal,
+}
+
+impl Reason {
+    /// Every reason, for registering one stats counter each at configure time.
+    pub const ALL: [Reason; 21] = [
+        Reason::MissingCredentials,
+        Reason::MalformedRequest,
+        Reason::MultipleCredentials,
+        Reason::TokenMalformed,
+        Reason::TokenTooLarge,
+        Reason::TokenAlgorithm,
+        Reason::TokenUnknownKey,
+        Reason::TokenSignature,
+        Reason::TokenExpired,
+        Reason::TokenMissingExpiry,
+        Reason::TokenNotYetValid,
+        Reason::TokenIssuedInFuture,
+        Reason::TokenLifetime,
+        Reason::TokenIssuer,
+        Reason::TokenAudience,
+        Reason::TokenClaims,
+        Reason::ApiKeyInvalid,
+        Reason::ApiKeyDisabled,
+        Reason::InsufficientScope,
+        Reason::KeysUnavailable,
+        Reason::Internal,
+    ];
+
+    /// The stable code: used in stats names, logs and the problem `type` URI.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingCredentials => "missing_credentials",
+            Reason::MalformedRequest => "malformed_request",
+            Reason::MultipleCredentials => "multiple_credentials",
+            Reason::TokenMalformed => "token_malformed",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::TokenAlgorithm => "token_algorithm",
+            Reason::TokenUnknownKey => "token_unknown_key",
+            Reason::TokenSignature => "token_signature",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenMissingExpiry => "token_missing_expiry",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::TokenIssuedInFuture => "token_issued_in_future",
+            Reason::TokenLifetime => "token_lifetime",
+            Reason::TokenIssuer => "token_issuer",
+            Reason::TokenAudience => "token_audience",
+            Reason::TokenClaims => "token_claims",
+            Reason::ApiKeyInvalid => "api_key_invalid",
+            Reason::ApiKeyDisabled => "api_key_disabled",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::KeysUnavailable => "keys_unavailable",
+            Reason::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status this reason maps to (SPEC §3).
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::MissingCredentials => 401,
+            Reason::MalformedRequest | Reason::MultipleCredentials => 400,
+            Reason::InsufficientScope => 403,
+            Reason::KeysUnavailable => 503,
+            Reason::Internal => 500,
+            _ => 401,
+        }
+    }
+
+    /// True for rejections caused by the credential itself (as opposed to the request's
+    /// shape, the caller's rights or a dependency).
+    pub fn is_invalid_token(self) -> bool {
+        self.status() == 401 && self != Reason::MissingCredentials
+    }
+
+    /// Ordering used when several credential methods fail and one reason must be reported:
+    /// a dependency outage beats a malformed request beats an invalid credential, so a
+    /// caller is never told "your token is bad" when the real cause is on our side.
+    pub fn severity(self) -> u8 {
+        match self.status() {
+            503 | 500 => 4,
+            400 => 3,
+            403 => 2,
+            401 if self == Reason::MissingCredentials => 0,
+            _ => 1,
+        }
+    }
+
+    /// A short human title for the problem document.
+    pub fn title(self) -> &'static str {
+        match self {
+            Reason::MissingCredentials => "Authentication required",
+            Reason::MalformedRequest => "Malformed request",
+            Reason::MultipleCredentials => "More than one credential",
+            Reason::TokenTooLarge => "Token too large",
+            Reason::TokenExpired => "Token expired",
+            Reason::ApiKeyInvalid | Reason::ApiKeyDisabled => "Invalid API key",
+            Reason::InsufficientScope => "Insufficient scope",
+            Reason::KeysUnavailable => "Authentication temporarily unavailable",
+            Reason::Internal => "Internal error",
+            _ => "Invalid token",
+        }
+    }
+
+    /// A generic explanation: never token contents, key ids or upstream error text.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Reason::MissingCredentials => "This resource requires a credential.",
+            Reason::MalformedRequest => "The credential in the request is not well formed.",
+            Reason::MultipleCredentials => "The request carries more than one credential of the same kind.",
+            Reason::TokenMalformed => "The access token is not a well-formed JWT.",
+            Reason::TokenTooLarge => "The access token exceeds the maximum accepted size.",
+            Reason::TokenAlgorithm => "The access token's algorithm is not accepted.",
+            Reason::TokenUnknownKey => "The access token was signed with an unknown key.",
+            Reason::TokenSignature => "The access token's signature is not valid.",
+            Reason::TokenExpired => "The access token has expired.",
+            Reason::TokenMissingExpiry => "The access token has no expiry.",
+            Reason::TokenNotYetValid => "The access token is not valid yet.",
+            Reason::TokenIssuedInFuture => "The access token was issued in the future.",
+            Reason::TokenLifetime => "The access token's lifetime exceeds the accepted maximum.",
+            Reason::TokenIssuer => "The access token was issued by an issuer that is not accepted.",
+            Reason::TokenAudience => "The access token is not intended for this audience.",
+            Reason::TokenClaims => "The access token's claims are not valid.",
+            Reason::ApiKeyInvalid => "The API key is not valid.",
+            Reason::ApiKeyDisabled => "The API key is not valid.",
+            Reason::InsufficientScope => "The credential lacks a scope this resource requires.",
+            Reason::KeysUnavailable => "Credentials cannot be verified right now; retry later.",
+            Reason::Internal => "The request could not be evaluated.",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.code()), "duplicate {}", r.code());
+            assert!(r.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(!r.detail().is_empty());
+        }
+    }
+
+    #[test]
+    fn statuses_follow_spec_section_3() {
+        assert_eq!(Reason::MissingCredentials.status(), 401);
+        assert_eq!(Reason::MultipleCredentials.status(), 400);
+        assert_eq!(Reason::TokenExpired.status(), 401);
+        assert_eq!(Reason::InsufficientScope.status(), 403);
+        assert_eq!(Reason::KeysUnavailable.status(), 503);
+        assert!(Reason::KeysUnavailable.severity() > Reason::TokenSignature.severity());
+        assert!(Reason::TokenSignature.severity() > Reason::MissingCredentials.severity());
+    }
+}

@@ -1,0 +1,66 @@
+//! Counters the core asks the host to bump. Names are stable public API; Envoy shows them
+//! under `wasmcustom.` in `/stats` (e.g. `wasmcustom.portcullis.denied.token_expired`).
+
+use crate::reason::Reason;
+
+/// A counter the core wants incremented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Every request the filter decided.
+    Requests,
+    Allowed,
+    /// Denied in enforce mode, by reason.
+    Denied(Reason),
+    /// Would have been denied, but shadow mode let it through, by reason.
+    ShadowDenied(Reason),
+    /// Verified-token cache.
+    JwtCacheHit,
+    JwtCacheMiss,
+    /// Which implementation verified a signature.
+    CryptoNative,
+    CryptoPure,
+    /// Key-set fetches (each fetch the filter performs).
+    JwksFetchOk,
+    JwksFetchFailed,
+    /// A request met an unknown `kid` and triggered an early refresh.
+    JwksUnknownKidRefresh,
+}
+
+impl Counter {
+    /// Every counter, for defining them all at configure time.
+    pub fn all() -> Vec<Counter> {
+        let mut v = vec![
+            Counter::Requests,
+            Counter::Allowed,
+            Counter::JwtCacheHit,
+            Counter::JwtCacheMiss,
+            Counter::CryptoNative,
+            Counter::CryptoPure,
+            Counter::JwksFetchOk,
+            Counter::JwksFetchFailed,
+            Counter::JwksUnknownKidRefresh,
+        ];
+        for r in Reason::ALL {
+            v.push(Counter::Denied(r));
+            v.push(Counter::ShadowDenied(r));
+        }
+        v
+    }
+
+    /// The metric name.
+    pub fn name(self) -> String {
+        match self {
+            Counter::Requests => "portcullis.requests".into(),
+            Counter::Allowed => "portcullis.allowed".into(),
+            Counter::Denied(r) => format!("portcullis.denied.{}", r.code()),
+            Counter::ShadowDenied(r) => format!("portcullis.shadow_denied.{}", r.code()),
+            Counter::JwtCacheHit => "portcullis.jwt.cache_hit".into(),
+            Counter::JwtCacheMiss => "portcullis.jwt.cache_miss".into(),
+            Counter::CryptoNative => "portcullis.crypto.native".into(),
+            Counter::CryptoPure => "portcullis.crypto.pure".into(),
+            Counter::JwksFetchOk => "portcullis.jwks.fetch_ok".into(),
+            Counter::JwksFetchFailed => "portcullis.jwks.fetch_failed".into(),
+            Counter::JwksUnknownKidRefresh => "portcullis.jwks.unknown_kid_refresh".into(),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The shared-data port: a process-wide key/value store with compare-and-swap, shared by all
+//! Envoy workers of one VM (proxy-wasm shared data). The core only reads and CASes; the host
+//! adapter implements it with `get_shared_data` / `set_shared_data`.
+//!
+//! Shared data has no TTL and no delete on every host, so keys are few and fixed (one per
+//! provider and purpose), built only in [`key`], and never contain secrets or timestamps.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// A CAS write lost the race (someone else wrote in between).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CasMismatch;
+
+/// Shared key/value store with compare-and-swap.
+pub trait SharedStore {
+    /// The value and its CAS token (0 when absent).
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, u32);
+    /// Writes if the CAS token still matches (0 = unconditional, used only on first write).
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch>;
+}
+
+/// Builds a shared-data key: `portcullis.<purpose>.<name>`.
+pub fn key(purpose: &str, name: &str) -> String {
+    format!("portcullis.{purpose}.{name}")
+}
+
+/// Tries to take a lease until `now_ms + hold_ms`. At most one holder at a time across
+/// workers; an expired lease can be taken over. Returns true when taken.
+pub fn try_lease(store: &dyn SharedStore, key: &str, now_ms: u64, hold_ms: u64) -> bool {
+    let (value, cas) = store.get(key);
+    if let Some(v) = value {
+        if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+            if u64::from_le_bytes(b) > now_ms {
+                return false;
+            }
+        }
+    }
+    store.set(key, &(now_ms + hold_ms).to_le_bytes(), cas).is_ok()
+}
+
+/// Releases a lease early (sets its expiry to 0) — best effort.
+pub fn release_lease(store: &dyn SharedStore, key: &str) {
+    let (_, cas) = store.get(key);
+    let _ = store.set(key, &0u64.to_le_bytes(), cas);
+}
+
+/// An in-memory store for tests and hosts without shared data. CAS tokens count writes.
+#[derive(Default)]
+pub struct MemStore {
+    map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+}
+
+impl SharedStore for MemStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        match self.map.borrow().get(key) {
+            Some((v, c)) => (Some(v.clone()), *c),
+            None => (None, 0),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+        let mut m = self.map.borrow_mut();
+        let current = m.get(key).map_or(0, |(_, c)| *c);
+        if cas != 0 && cas != current {
+            return Err(CasMismatch);
+        }
+        m.insert(key.to_string(), (value.to_vec(), current.wrapping_add(1).max(1)));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_is_exclusive_until_expiry() {
+        let s = MemStore::default();
+        assert!(try_lease(&s, "l", 1000, 500));
+        assert!(!try_lease(&s, "l", 1200, 500));
+        assert!(try_lease(&s, "l", 1500, 500), "expired lease can be taken");
+        release_lease(&s, "l");
+        assert!(try_lease(&s, "l", 1501, 500));
+    }
+
+    #[test]
+    fn cas_detects_races() {
+        let s = MemStore::default();
+        s.set("k", b"a", 0).unwrap();
+        let (_, c1) = s.get("k");
+        s.set("k", b"b", c1).unwrap();
+        assert_eq!(s.set("k", b"c", c1), Err(CasMismatch));
+    }
+}
