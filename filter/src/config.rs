@@ -38,10 +38,7 @@ impl fmt::Display for ConfigError {
 }
 
 fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError {
-        path: path.into(),
-        message: message.into(),
-    })
+    Err(ConfigError { path: path.into(), message: message.into() })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,10 +494,8 @@ const RESERVED_METHOD_NAMES: [&str; 4] = ["api_key", "introspection", "mtls", "n
 /// Parses and validates a configuration document. `env` resolves VM environment variables
 /// (Envoy `vm_config.environment_variables`, Istio `vmConfig.env`).
 pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let text = std::str::from_utf8(json).map_err(|_| ConfigError {
-        path: String::new(),
-        message: "configuration is not UTF-8".into(),
-    })?;
+    let text = std::str::from_utf8(json)
+        .map_err(|_| ConfigError { path: String::new(), message: "configuration is not UTF-8".into() })?;
     if text.trim().is_empty() {
         return err("", "configuration is empty: give a JSON object (see README)");
     }
@@ -518,10 +513,8 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config
             },
         }
     })?;
-    de.end().map_err(|e| ConfigError {
-        path: String::new(),
-        message: format!("configuration is not valid JSON: {e}"),
-    })?;
+    de.end()
+        .map_err(|e| ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {e}") })?;
     validate(raw, env)
 }
 
@@ -541,17 +534,17 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Some(other) => return err("mode", format!("must be \"enforce\" or \"shadow\", got {other:?}")),
     };
     let realm = raw.realm.unwrap_or_else(|| "portcullis".into());
-    if realm.is_empty() || realm.len() > 128 || !realm.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if realm.is_empty()
+        || realm.len() > 128
+        || !realm.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
         return err("realm", "must be 1-128 printable ASCII characters without quotes or backslashes");
     }
     let on_dependency_down = match raw.on_dependency_down.as_deref() {
         None | Some("fail_closed") => DependencyDown::FailClosed,
         Some("anonymous") => DependencyDown::Anonymous,
         Some(other) => {
-            return err(
-                "on_dependency_down",
-                format!("must be \"fail_closed\" or \"anonymous\", got {other:?}"),
-            )
+            return err("on_dependency_down", format!("must be \"fail_closed\" or \"anonymous\", got {other:?}"))
         }
     };
     let crypto = match raw.crypto.as_deref() {
@@ -606,7 +599,10 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         let path = format!("providers.{name}");
         check_name(&path, &name)?;
         if RESERVED_METHOD_NAMES.contains(&name.as_str()) {
-            return err(path, format!("{name:?} is reserved for a built-in credential method; choose another provider name"));
+            return err(
+                path,
+                format!("{name:?} is reserved for a built-in credential method; choose another provider name"),
+            );
         }
         providers.push(validate_provider(&path, name, p, env, &mut warnings)?);
     }
@@ -618,17 +614,11 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 
     if raw.introspection.is_some() {
         validate_introspection_shape(raw.introspection.as_ref(), env)?;
-        return err(
-            "introspection",
-            "token introspection is not available in this build yet (see README \"Status\")",
-        );
+        return err("introspection", "token introspection is not available in this build yet (see README \"Status\")");
     }
     if let Some(pg) = &raw.password_grant {
         validate_password_grant_shape(pg, env)?;
-        return err(
-            "password_grant",
-            "the password grant is not available in this build yet (see README \"Status\")",
-        );
+        return err("password_grant", "the password grant is not available in this build yet (see README \"Status\")");
     }
     if let Some(ev) = &raw.events {
         for (i, w) in ev.webhooks.iter().enumerate() {
@@ -732,7 +722,10 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     owned_headers.dedup();
     for h in &owned_headers {
         if credential_headers(&providers, api_keys.as_ref()).any(|c| c == h) {
-            return err("claim_to_headers", format!("header {h:?} is both a credential source and a header Portcullis sets"));
+            return err(
+                "claim_to_headers",
+                format!("header {h:?} is both a credential source and a header Portcullis sets"),
+            );
         }
     }
 
@@ -754,14 +747,12 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 }
 
 fn credential_headers<'a>(providers: &'a [Provider], api: Option<&'a ApiKeys>) -> impl Iterator<Item = &'a str> {
-    providers
-        .iter()
-        .flat_map(|p| p.sources.iter())
-        .chain(api.into_iter().flat_map(|a| a.sources.iter()))
-        .filter_map(|s| match s {
+    providers.iter().flat_map(|p| p.sources.iter()).chain(api.into_iter().flat_map(|a| a.sources.iter())).filter_map(
+        |s| match s {
             Source::Header { name, .. } => Some(name.as_str()),
             _ => None,
-        })
+        },
+    )
 }
 
 struct MethodCtx<'a> {
@@ -849,7 +840,13 @@ fn validate_provider(
         }
         (None, Some(r), None) => {
             let rp = format!("{path}.remote_jwks");
-            KeySource::Remote(validate_remote(&rp, &r.http_uri, r.cache_duration.as_deref(), r.max_stale.as_deref(), r.unknown_kid_refresh_interval.as_deref())?)
+            KeySource::Remote(validate_remote(
+                &rp,
+                &r.http_uri,
+                r.cache_duration.as_deref(),
+                r.max_stale.as_deref(),
+                r.unknown_kid_refresh_interval.as_deref(),
+            )?)
         }
         (None, None, discovery) => {
             let Some(iss) = &p.issuer else {
@@ -857,13 +854,19 @@ fn validate_provider(
             };
             let dp = format!("{path}.discovery");
             let Some(d) = discovery else {
-                return err(dp, "OIDC discovery needs the Envoy cluster that reaches the issuer: set discovery.cluster");
+                return err(
+                    dp,
+                    "OIDC discovery needs the Envoy cluster that reaches the issuer: set discovery.cluster",
+                );
             };
             let uri = format!("{}/.well-known/openid-configuration", iss.trim_end_matches('/'));
             let http = RawHttpUri { uri, cluster: d.cluster, timeout: d.timeout };
             KeySource::Discovery(validate_remote(&dp, &http, d.cache_duration.as_deref(), None, None).map_err(|e| {
                 if e.path.ends_with(".uri") {
-                    ConfigError { path: format!("{path}.issuer"), message: "must be an http(s) URL for OIDC discovery".into() }
+                    ConfigError {
+                        path: format!("{path}.issuer"),
+                        message: "must be an http(s) URL for OIDC discovery".into(),
+                    }
                 } else {
                     e
                 }
@@ -990,7 +993,10 @@ fn validate_remote(
         message: format!("must be an absolute http(s) URL, got {:?}", http.uri),
     })?;
     if http.cluster.is_empty() {
-        return err(format!("{hp}.cluster"), "must name the Envoy cluster that reaches the URL's host (Istio: outbound|443||<host>)");
+        return err(
+            format!("{hp}.cluster"),
+            "must name the Envoy cluster that reaches the URL's host (Istio: outbound|443||<host>)",
+        );
     }
     let timeout_ms = positive_dur(&format!("{hp}.timeout"), http.timeout.as_deref(), 1000)?;
     let cache_duration_ms = positive_dur(&format!("{path}.cache_duration"), cache, 300_000)?;
@@ -1037,7 +1043,8 @@ fn validate_api_keys(a: RawApiKeys, plans: &BTreeMap<String, Plan>) -> Result<Ap
     let mut ids = std::collections::HashSet::new();
     for (i, c) in a.clients.into_iter().enumerate() {
         let cp = format!("api_keys.clients[{i}]");
-        if c.client_id.is_empty() || c.client_id.len() > 128 || c.client_id.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        if c.client_id.is_empty() || c.client_id.len() > 128 || c.client_id.bytes().any(|b| !(0x21..0x7f).contains(&b))
+        {
             return err(format!("{cp}.client_id"), "must be 1-128 printable ASCII characters without spaces");
         }
         if !ids.insert(c.client_id.clone()) {
@@ -1080,7 +1087,10 @@ fn validate_endpoint(path: &str, e: &RawEndpoint) -> Result<u64, ConfigError> {
     positive_dur(&format!("{path}.timeout"), e.timeout.as_deref(), 1000)
 }
 
-fn validate_introspection_shape(i: Option<&RawIntrospection>, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+fn validate_introspection_shape(
+    i: Option<&RawIntrospection>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     let Some(i) = i else { return Ok(()) };
     validate_endpoint("introspection.endpoint", &i.endpoint)?;
     if i.client_id.is_empty() {
@@ -1107,7 +1117,10 @@ fn validate_introspection_shape(i: Option<&RawIntrospection>, env: &dyn Fn(&str)
     Ok(())
 }
 
-fn validate_password_grant_shape(pg: &RawPasswordGrant, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+fn validate_password_grant_shape(
+    pg: &RawPasswordGrant,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     check_path("password_grant.token_path", &pg.token_path)?;
     if pg.identities.is_empty() {
         return err("password_grant.identities", "must list at least one identity backend");
@@ -1115,9 +1128,20 @@ fn validate_password_grant_shape(pg: &RawPasswordGrant, env: &dyn Fn(&str) -> Op
     for (i, id) in pg.identities.iter().enumerate() {
         let p = format!("password_grant.identities[{i}]");
         check_name(&format!("{p}.name"), &id.name)?;
-        validate_endpoint(&p, &RawEndpoint { cluster: id.cluster.clone(), authority: id.authority.clone(), path: id.path.clone(), timeout: id.timeout.clone() })?;
+        validate_endpoint(
+            &p,
+            &RawEndpoint {
+                cluster: id.cluster.clone(),
+                authority: id.authority.clone(),
+                path: id.path.clone(),
+                timeout: id.timeout.clone(),
+            },
+        )?;
         if parse_rfc3339(&id.registered_at).is_none() {
-            return err(format!("{p}.registered_at"), format!("must be an RFC 3339 UTC time like \"2026-03-01T00:00:00Z\", got {:?}", id.registered_at));
+            return err(
+                format!("{p}.registered_at"),
+                format!("must be an RFC 3339 UTC time like \"2026-03-01T00:00:00Z\", got {:?}", id.registered_at),
+            );
         }
     }
     match pg.mode.as_str() {
@@ -1139,9 +1163,18 @@ fn validate_password_grant_shape(pg: &RawPasswordGrant, env: &dyn Fn(&str) -> Op
                 return err("password_grant.issue.issuer", "must not be empty");
             }
             if !["ES256", "RS256", "EdDSA"].contains(&is.algorithm.as_str()) {
-                return err("password_grant.issue.algorithm", format!("must be \"ES256\", \"RS256\" or \"EdDSA\", got {:?}", is.algorithm));
+                return err(
+                    "password_grant.issue.algorithm",
+                    format!("must be \"ES256\", \"RS256\" or \"EdDSA\", got {:?}", is.algorithm),
+                );
             }
-            secret("password_grant.issue", "signing_key_pem", is.signing_key_pem.clone(), is.signing_key_pem_env.clone(), env)?;
+            secret(
+                "password_grant.issue",
+                "signing_key_pem",
+                is.signing_key_pem.clone(),
+                is.signing_key_pem_env.clone(),
+                env,
+            )?;
             if is.kid.is_empty() {
                 return err("password_grant.issue.kid", "must not be empty");
             }
@@ -1230,7 +1263,8 @@ fn unknown_plan(name: &str, plans: &BTreeMap<String, Plan>) -> String {
 }
 
 fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return err(path, format!("name {name:?} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"));
     }
     Ok(())
@@ -1266,7 +1300,10 @@ fn header_name(path: &str, h: &str) -> Result<String, ConfigError> {
 
 fn claim_path(path: &str, c: &str) -> Result<ClaimPath, ConfigError> {
     if c.is_empty() || c.split('.').any(str::is_empty) {
-        return err(path, format!("{c:?} is not a claim name (use dots for nested claims, like \"realm_access.roles\")"));
+        return err(
+            path,
+            format!("{c:?} is not a claim name (use dots for nested claims, like \"realm_access.roles\")"),
+        );
     }
     Ok(c.split('.').map(str::to_string).collect())
 }
@@ -1301,7 +1338,13 @@ pub fn split_url(uri: &str) -> Option<(String, String)> {
 /// Parses `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC, optional fraction) into Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b'T' && b[10] != b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {

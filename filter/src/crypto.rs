@@ -13,9 +13,8 @@ use jwt_simple::algorithms::{
 };
 use jwt_simple::common::VerificationOptions;
 use jwt_simple::prelude::{
-    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, HS256Key, HS384Key, HS512Key, NoCustomClaims,
-    PS256PublicKey, PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey,
-    UnixTimeStamp,
+    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, HS256Key, HS384Key, HS512Key, NoCustomClaims, PS256PublicKey,
+    PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey, UnixTimeStamp,
 };
 
 use crate::der::{self, Curve};
@@ -125,12 +124,18 @@ pub fn verify_pure(token: &str, alg: Alg, key: &Jwk) -> bool {
     let o = || Some(signature_only());
     match &key.material {
         KeyMaterial::Rsa { n, e, .. } => match alg {
-            Alg::RS256 => RS256PublicKey::from_components(n, e).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::RS384 => RS384PublicKey::from_components(n, e).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::RS512 => RS512PublicKey::from_components(n, e).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::PS256 => PS256PublicKey::from_components(n, e).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::PS384 => PS384PublicKey::from_components(n, e).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::PS512 => PS512PublicKey::from_components(n, e).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
+            Alg::RS256 => RS256PublicKey::from_components(n, e)
+                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
+            Alg::RS384 => RS384PublicKey::from_components(n, e)
+                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
+            Alg::RS512 => RS512PublicKey::from_components(n, e)
+                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
+            Alg::PS256 => PS256PublicKey::from_components(n, e)
+                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
+            Alg::PS384 => PS384PublicKey::from_components(n, e)
+                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
+            Alg::PS512 => PS512PublicKey::from_components(n, e)
+                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
             _ => false,
         },
         KeyMaterial::Ec { curve: Curve::P256, point, .. } if alg == Alg::ES256 => {

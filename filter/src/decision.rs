@@ -152,7 +152,8 @@ pub fn start(ctx: &mut Ctx, req: RequestView) -> Step {
                 Step::Callout(Pending { request: req, fetch, counters })
             }
             None => {
-                let d = evaluate(ctx, &req, false, &mut counters).unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
+                let d = evaluate(ctx, &req, false, &mut counters)
+                    .unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
                 Step::Done(finish(ctx.cfg, &req, d, counters))
             }
         },
@@ -170,7 +171,8 @@ pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
         }
         Fetched::Failed(_) => counters.push(Counter::JwksFetchFailed),
     }
-    let d = evaluate(ctx, &request, false, &mut counters).unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
+    let d = evaluate(ctx, &request, false, &mut counters)
+        .unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
     Step::Done(finish(ctx.cfg, &request, d, counters))
 }
 
@@ -183,7 +185,12 @@ struct Allowed {
 
 /// Evaluates the request. `Err(provider)` asks for an early key refresh (only when
 /// `may_refresh`).
-fn evaluate(ctx: &mut Ctx, req: &RequestView, may_refresh: bool, counters: &mut Vec<Counter>) -> Result<Evaluated, usize> {
+fn evaluate(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    may_refresh: bool,
+    counters: &mut Vec<Counter>,
+) -> Result<Evaluated, usize> {
     let cfg = ctx.cfg;
     let matched = policy::route(cfg, &req.method, req.path_only());
     let requires = matched.requires();
@@ -268,12 +275,16 @@ fn evaluate(ctx: &mut Ctx, req: &RequestView, may_refresh: bool, counters: &mut 
                     mutations.set.push((h.clone(), v.payload_b64.clone()));
                 }
                 for (h, claim) in &p.claim_to_headers {
-                    if let Some(value) = jwt::claim(&v.claims, claim).and_then(|c| jwt::claim_header_value(c, &p.claim_separator)) {
+                    if let Some(value) =
+                        jwt::claim(&v.claims, claim).and_then(|c| jwt::claim_header_value(c, &p.claim_separator))
+                    {
                         mutations.set.push((h.clone(), value));
                     }
                 }
                 if let Some(name) = &p.payload_in_metadata {
-                    mutations.filter_state.push((name.clone(), serde_json::Value::Object(v.claims.clone()).to_string()));
+                    mutations
+                        .filter_state
+                        .push((name.clone(), serde_json::Value::Object(v.claims.clone()).to_string()));
                 }
             }
         }
@@ -350,7 +361,8 @@ fn check_api_key(cfg: &Config, req: &RequestView) -> MethodResult {
 fn belongs_to(cfg: &Config, i: usize, token: &str) -> bool {
     let p = &cfg.providers[i];
     let Some(want) = &p.issuer else { return true };
-    let shares_source = cfg.providers.iter().enumerate().any(|(j, q)| j != i && q.sources.iter().any(|s| p.sources.contains(s)));
+    let shares_source =
+        cfg.providers.iter().enumerate().any(|(j, q)| j != i && q.sources.iter().any(|s| p.sources.contains(s)));
     if !shares_source {
         return true;
     }
@@ -410,14 +422,22 @@ fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counters: &mut Vec
             ctx.state.cache.put(digest, CacheEntry { provider: i, key_version: version, verified: Rc::clone(&v) });
             ok_identity(i, found, v)
         }
-        Err(Reason::TokenUnknownKey) if matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_)) => MethodResult::NeedRefresh(i),
+        Err(Reason::TokenUnknownKey) if matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_)) => {
+            MethodResult::NeedRefresh(i)
+        }
         Err(r) => MethodResult::Failed(r),
     }
 }
 
 fn ok_identity(i: usize, found: Found, v: Rc<Verified>) -> MethodResult {
     let client_id = v.client_id.clone().or_else(|| v.claims.get("sub").and_then(|s| s.as_str()).map(str::to_string));
-    MethodResult::Ok(Identity { method: Method::Provider(i), client_id, scopes: v.scopes.clone(), found, verified: Some(v) })
+    MethodResult::Ok(Identity {
+        method: Method::Provider(i),
+        client_id,
+        scopes: v.scopes.clone(),
+        found,
+        verified: Some(v),
+    })
 }
 
 /// Applies the mode and renders the outcome.
@@ -434,7 +454,12 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
         Err(rej) => match cfg.mode {
             Mode::Enforce => {
                 counters.push(Counter::Denied(rej.reason));
-                Decision { action: Action::Reply(response::render(&rej, &cfg.realm)), reason: Some(rej.reason), client: None, counters }
+                Decision {
+                    action: Action::Reply(response::render(&rej, &cfg.realm)),
+                    reason: Some(rej.reason),
+                    client: None,
+                    counters,
+                }
             }
             Mode::Shadow => {
                 counters.push(Counter::ShadowDenied(rej.reason));

@@ -41,10 +41,7 @@ pub fn parse_ms(text: &str) -> Result<u64, DurationError> {
         let digit = u64::from(b - b'0');
         frac_ms += digit * [100, 10, 1][i];
     }
-    let ms = secs
-        .checked_mul(1000)
-        .and_then(|v| v.checked_add(frac_ms))
-        .ok_or(DurationError::TooLarge)?;
+    let ms = secs.checked_mul(1000).and_then(|v| v.checked_add(frac_ms)).ok_or(DurationError::TooLarge)?;
     if ms > MAX_MS {
         return Err(DurationError::TooLarge);
     }
@@ -67,14 +64,7 @@ mod tests {
 
     #[test]
     fn table() {
-        let ok = [
-            ("300s", 300_000),
-            ("0.5s", 500),
-            ("1.25s", 1250),
-            ("0s", 0),
-            ("0.001s", 1),
-            ("86400s", 86_400_000),
-        ];
+        let ok = [("300s", 300_000), ("0.5s", 500), ("1.25s", 1250), ("0s", 0), ("0.001s", 1), ("86400s", 86_400_000)];
         for (text, want) in ok {
             assert_eq!(parse_ms(text), Ok(want), "{text}");
             assert_eq!(parse_ms(&format_ms(want)), Ok(want));

@@ -105,10 +105,9 @@ impl Jwk {
             }
         }
         match &self.material {
-            KeyMaterial::Rsa { .. } => matches!(
-                alg,
-                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
-            ),
+            KeyMaterial::Rsa { .. } => {
+                matches!(alg, Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512)
+            }
             KeyMaterial::Ec { curve: Curve::P256, .. } => alg == Alg::ES256,
             KeyMaterial::Ec { curve: Curve::P384, .. } => alg == Alg::ES384,
             KeyMaterial::Ed25519 { .. } => alg == Alg::EdDSA,
@@ -133,9 +132,7 @@ impl KeySet {
     /// Keys that may verify a token with this `kid` (or any key, when the token has none)
     /// and algorithm.
     pub fn candidates<'a>(&'a self, kid: Option<&'a str>, alg: Alg) -> impl Iterator<Item = &'a Jwk> + 'a {
-        self.keys.iter().filter(move |k| {
-            (kid.is_none() || k.kid.as_deref() == kid) && k.allows(alg)
-        })
+        self.keys.iter().filter(move |k| (kid.is_none() || k.kid.as_deref() == kid) && k.allows(alg))
     }
 
     /// True when some key carries this `kid`, whatever its algorithm.

@@ -143,7 +143,9 @@ pub fn check_claims(claims: &Map<String, Value>, provider: &Provider, now: u64) 
     if !provider.audiences.is_empty() {
         let ok = match claims.get("aud") {
             Some(Value::String(a)) => provider.audiences.iter().any(|w| w == a),
-            Some(Value::Array(list)) => list.iter().any(|a| a.as_str().is_some_and(|a| provider.audiences.iter().any(|w| w == a))),
+            Some(Value::Array(list)) => {
+                list.iter().any(|a| a.as_str().is_some_and(|a| provider.audiences.iter().any(|w| w == a)))
+            }
             None => false,
             Some(_) => return Err(Reason::TokenClaims),
         };
@@ -155,7 +157,13 @@ pub fn check_claims(claims: &Map<String, Value>, provider: &Provider, now: u64) 
 }
 
 /// The time checks alone (also re-run on every verified-cache hit).
-pub fn check_times(exp: Option<u64>, nbf: Option<u64>, iat: Option<u64>, provider: &Provider, now: u64) -> Result<(), Reason> {
+pub fn check_times(
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    provider: &Provider,
+    now: u64,
+) -> Result<(), Reason> {
     let skew = provider.clock_skew_s;
     match exp {
         None if provider.require_expiration => return Err(Reason::TokenMissingExpiry),
@@ -223,7 +231,15 @@ pub fn verify(
         let mut decided = None;
         for key in keys.candidates(kid, parsed.alg).take(8) {
             tried = true;
-            let (ok, path) = crypto::verify_with_key(token, parsed.signing_input_len, &parsed.signature, parsed.alg, key, native, allow_native);
+            let (ok, path) = crypto::verify_with_key(
+                token,
+                parsed.signing_input_len,
+                &parsed.signature,
+                parsed.alg,
+                key,
+                native,
+                allow_native,
+            );
             if ok {
                 decided = Some(path);
                 break;
@@ -238,12 +254,15 @@ pub fn verify(
                     // The key exists but does not allow this algorithm (e.g. HS256 or PS256
                     // against a key pinned to RS256): an algorithm confusion attempt.
                     _ => Reason::TokenAlgorithm,
-                })
+                });
             }
         }
     };
     let verified = Verified {
-        client_id: provider.client_id_claims.iter().find_map(|c| claim(&parsed.claims, c).and_then(|v| v.as_str().map(str::to_string))),
+        client_id: provider
+            .client_id_claims
+            .iter()
+            .find_map(|c| claim(&parsed.claims, c).and_then(|v| v.as_str().map(str::to_string))),
         scopes: scopes_of(&parsed.claims),
         nbf: numeric_date(&parsed.claims, "nbf").unwrap_or(None),
         iat: numeric_date(&parsed.claims, "iat").unwrap_or(None),

@@ -98,7 +98,9 @@ impl Keys {
             .providers
             .iter()
             .map(|p| match &p.keys {
-                KeySource::Local(set) => KeyState { set: Some(Rc::new(set.clone())), version: 1, ..KeyState::default() },
+                KeySource::Local(set) => {
+                    KeyState { set: Some(Rc::new(set.clone())), version: 1, ..KeyState::default() }
+                }
                 _ => KeyState::default(),
             })
             .collect();
@@ -179,9 +181,14 @@ impl Keys {
                 Some((authority, path)) if self.providers[i].set.is_some() => {
                     (Stage::Jwks, Callout::get(&r.cluster, &authority, &path, "application/json", r.timeout_ms))
                 }
-                _ => (Stage::Discovery, Callout::get(&r.cluster, &r.authority, &r.path, "application/json", r.timeout_ms)),
+                _ => (
+                    Stage::Discovery,
+                    Callout::get(&r.cluster, &r.authority, &r.path, "application/json", r.timeout_ms),
+                ),
             },
-            KeySource::Remote(r) => (Stage::Jwks, Callout::get(&r.cluster, &r.authority, &r.path, "application/json", r.timeout_ms)),
+            KeySource::Remote(r) => {
+                (Stage::Jwks, Callout::get(&r.cluster, &r.authority, &r.path, "application/json", r.timeout_ms))
+            }
             // Never asked for: callers check `remote()` first.
             KeySource::Local(_) => (Stage::Jwks, Callout::get("", "", "/", "application/json", 1000)),
         };
@@ -209,7 +216,14 @@ impl Keys {
     }
 
     /// Handles the reply to a fetch step.
-    pub fn on_reply(&mut self, cfg: &Config, store: &dyn SharedStore, fetch: &Fetch, reply: &Reply, now_ms: u64) -> Fetched {
+    pub fn on_reply(
+        &mut self,
+        cfg: &Config,
+        store: &dyn SharedStore,
+        fetch: &Fetch,
+        reply: &Reply,
+        now_ms: u64,
+    ) -> Fetched {
         let i = fetch.provider;
         let Some(r) = remote(cfg, i) else { return Fetched::Failed("not a remote provider".into()) };
         let body = match check_reply(reply) {
@@ -229,7 +243,9 @@ impl Keys {
             },
             Stage::Jwks => {
                 let (set, warnings) = match jwks::parse(body) {
-                    Ok((set, _)) if set.is_empty() => return self.fail(cfg, store, fetch, now_ms, "key set has no usable key".into()),
+                    Ok((set, _)) if set.is_empty() => {
+                        return self.fail(cfg, store, fetch, now_ms, "key set has no usable key".into())
+                    }
                     Ok(parsed) => parsed,
                     Err(e) => return self.fail(cfg, store, fetch, now_ms, format!("key set rejected: {e}")),
                 };
@@ -264,7 +280,15 @@ impl Keys {
 
     /// Writes a new record with the next version (CAS; a lost race means another worker
     /// published concurrently, which is as good).
-    fn publish(&self, cfg: &Config, store: &dyn SharedStore, i: usize, now_ms: u64, body: &[u8], location: Option<&(String, String)>) -> u64 {
+    fn publish(
+        &self,
+        cfg: &Config,
+        store: &dyn SharedStore,
+        i: usize,
+        now_ms: u64,
+        body: &[u8],
+        location: Option<&(String, String)>,
+    ) -> u64 {
         let key = record_key(cfg, i);
         for _ in 0..4 {
             let (value, cas) = store.get(&key);

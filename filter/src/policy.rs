@@ -36,7 +36,8 @@ fn path_matches(m: &PathMatch, path: &str) -> bool {
     match m {
         PathMatch::Exact(p) => path == p,
         PathMatch::Prefix(p) => {
-            path.starts_with(p.as_str()) && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+            path.starts_with(p.as_str())
+                && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
         }
     }
 }

@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(ok(req("/", &[])), None);
         let e = |r: RequestView| r.extract(&s).unwrap_err();
         assert_eq!(e(req("/?access_token=a", &[("authorization", "Bearer b")])), ExtractError::Multiple);
-        assert_eq!(e(req("/", &[("authorization", "Bearer a"), ("authorization", "Bearer b")])), ExtractError::Multiple);
+        assert_eq!(
+            e(req("/", &[("authorization", "Bearer a"), ("authorization", "Bearer b")])),
+            ExtractError::Multiple
+        );
         assert_eq!(e(req("/?access_token=a&access_token=a", &[])), ExtractError::Multiple);
         assert_eq!(e(req("/", &[("authorization", "Bearer ")])), ExtractError::Malformed);
         assert_eq!(e(req("/", &[("authorization", "Bearer a b")])), ExtractError::Malformed);

@@ -68,7 +68,10 @@ fn bearer_challenge(realm: &str, rej: &Rejection) -> String {
 pub fn render(rej: &Rejection, realm: &str) -> HttpResponse {
     let r = rej.reason;
     let status = r.status();
-    let mut headers = vec![("content-type".to_string(), "application/problem+json".to_string()), ("cache-control".to_string(), "no-store".to_string())];
+    let mut headers = vec![
+        ("content-type".to_string(), "application/problem+json".to_string()),
+        ("cache-control".to_string(), "no-store".to_string()),
+    ];
     if matches!(status, 400 | 401 | 403) {
         if rej.challenges.bearer {
             headers.push(("www-authenticate".into(), bearer_challenge(realm, rej)));

@@ -155,7 +155,8 @@ impl Envoy {
     pub fn start_with(bootstrap: &Value, opts: &Options) -> Result<Envoy, String> {
         let dir = temp_dir();
         let cfg = dir.join("envoy.json");
-        std::fs::write(&cfg, serde_json::to_vec_pretty(bootstrap).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        std::fs::write(&cfg, serde_json::to_vec_pretty(bootstrap).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
         let admin_file = dir.join("admin-address");
         let log = dir.join("envoy.log");
         let bin = envoy_bin();
@@ -224,7 +225,8 @@ impl Envoy {
     }
 
     fn read_listeners(&mut self) -> Result<(), String> {
-        let r = http::get(&format!("http://127.0.0.1:{}/listeners?format=json", self.admin_port), &[]).map_err(|e| e.to_string())?;
+        let r = http::get(&format!("http://127.0.0.1:{}/listeners?format=json", self.admin_port), &[])
+            .map_err(|e| e.to_string())?;
         let v = r.json();
         for l in v["listener_statuses"].as_array().cloned().unwrap_or_default() {
             let name = l["name"].as_str().unwrap_or_default().to_string();
@@ -239,7 +241,11 @@ impl Envoy {
 
     /// The port of a listener by name.
     pub fn port(&self, listener: &str) -> u16 {
-        self.listeners.iter().find(|(n, _)| n == listener).map(|(_, p)| *p).unwrap_or_else(|| panic!("no listener {listener}"))
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == listener)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no listener {listener}"))
     }
 
     /// `http://127.0.0.1:<first listener>/<path>`.
@@ -265,7 +271,10 @@ impl Envoy {
 
     /// A counter or gauge from the admin `/stats` (0 when absent).
     pub fn stat(&self, name: &str) -> u64 {
-        let r = match http::get(&format!("http://127.0.0.1:{}/stats?filter=^{}$", self.admin_port, name.replace('.', "\\.")), &[]) {
+        let r = match http::get(
+            &format!("http://127.0.0.1:{}/stats?filter=^{}$", self.admin_port, name.replace('.', "\\.")),
+            &[],
+        ) {
             Ok(r) => r,
             Err(_) => return 0,
         };
@@ -280,7 +289,9 @@ impl Envoy {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()).and_then(|kb| kb.parse::<u64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()).and_then(|kb| kb.parse::<u64>().ok())
+            })
             .map_or(0, |kb| kb * 1024)
     }
 }

@@ -48,11 +48,7 @@ impl Response {
 
     /// Every value of header `name` (case-insensitive), in received order.
     pub fn headers_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
     }
 
     /// Body as text (invalid UTF-8 replaced).
@@ -63,11 +59,7 @@ impl Response {
     /// Body parsed as JSON. Panics, quoting the status and body, if it is not JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response body is not JSON ({e}); status {}, body: {:?}",
-                self.status,
-                self.text()
-            )
+            panic!("response body is not JSON ({e}); status {}, body: {:?}", self.status, self.text())
         })
     }
 }
@@ -76,12 +68,7 @@ impl Response {
 ///
 /// Adds `Host` and `Connection: close` unless given in `headers`, and `Content-Length`
 /// when there is a body (unless `Content-Length` or `Transfer-Encoding` is given).
-pub fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> io::Result<Response> {
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> io::Result<Response> {
     let (authority, path) = split_url(url)?;
     let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
 
@@ -133,11 +120,7 @@ pub fn basic_auth(user: &str, password: &str) -> String {
 
 /// Encodes pairs as an `application/x-www-form-urlencoded` body.
 pub fn form_encode(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body (`+` is a space, `%XX` a byte;
@@ -156,9 +139,7 @@ fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -192,9 +173,8 @@ fn percent_decode(s: &str) -> String {
 
 /// Splits `http://authority/path?query` into (`authority`, `/path?query`).
 fn split_url(url: &str) -> io::Result<(&str, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| invalid_input(format!("only http:// URLs are supported: {url}")))?;
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| invalid_input(format!("only http:// URLs are supported: {url}")))?;
     let (authority, target) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -202,11 +182,7 @@ fn split_url(url: &str) -> io::Result<(&str, String)> {
     if authority.is_empty() {
         return Err(invalid_input(format!("no host in URL: {url}")));
     }
-    let target = if target.starts_with('/') {
-        target.to_string()
-    } else {
-        format!("/{target}")
-    };
+    let target = if target.starts_with('/') { target.to_string() } else { format!("/{target}") };
     Ok((authority, target))
 }
 
@@ -233,12 +209,8 @@ fn exchange(authority: &str, raw: &[u8], head_request: bool) -> io::Result<Respo
 
 fn read_response<R: BufRead>(reader: &mut R, head_request: bool) -> io::Result<Response> {
     loop {
-        let lines = read_head(reader)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            )
-        })?;
+        let lines = read_head(reader)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"))?;
         let status_line = &lines[0];
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
@@ -257,11 +229,7 @@ fn read_response<R: BufRead>(reader: &mut R, head_request: bool) -> io::Result<R
         } else {
             read_body(reader, &headers, true)?
         };
-        return Ok(Response {
-            status,
-            headers,
-            body,
-        });
+        return Ok(Response { status, headers, body });
     }
 }
 
@@ -278,19 +246,13 @@ fn invalid_input(msg: impl Into<String>) -> io::Error {
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// Reads one CRLF- (or LF-) terminated line, without the terminator. `None` at a clean EOF.
 fn read_line<R: BufRead>(reader: &mut R, budget: &mut usize) -> io::Result<Option<String>> {
     let mut line = Vec::new();
-    let n = reader
-        .by_ref()
-        .take(*budget as u64 + 1)
-        .read_until(b'\n', &mut line)?;
+    let n = reader.by_ref().take(*budget as u64 + 1).read_until(b'\n', &mut line)?;
     if n == 0 {
         return Ok(None);
     }
@@ -299,18 +261,13 @@ fn read_line<R: BufRead>(reader: &mut R, budget: &mut usize) -> io::Result<Optio
     }
     *budget -= n;
     if line.last() != Some(&b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed mid-line",
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-line"));
     }
     line.pop();
     if line.last() == Some(&b'\r') {
         line.pop();
     }
-    String::from_utf8(line)
-        .map(Some)
-        .map_err(|_| invalid_data("non-UTF-8 bytes in message head"))
+    String::from_utf8(line).map(Some).map_err(|_| invalid_data("non-UTF-8 bytes in message head"))
 }
 
 /// Reads a start line and header lines up to the empty line. Leading empty lines are
@@ -322,12 +279,7 @@ fn read_head<R: BufRead>(reader: &mut R) -> io::Result<Option<Vec<String>>> {
         let line = match read_line(reader, &mut budget)? {
             Some(line) => line,
             None if lines.is_empty() => return Ok(None),
-            None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed mid-head",
-                ))
-            }
+            None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-head")),
         };
         if line.is_empty() {
             if lines.is_empty() {
@@ -343,9 +295,8 @@ fn parse_headers(lines: &[String]) -> io::Result<Vec<(String, String)>> {
     lines
         .iter()
         .map(|line| {
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| invalid_data(format!("bad header line: {line:?}")))?;
+            let (name, value) =
+                line.split_once(':').ok_or_else(|| invalid_data(format!("bad header line: {line:?}")))?;
             if name.is_empty() || name.contains([' ', '\t']) {
                 return Err(invalid_data(format!("bad header name: {line:?}")));
             }
@@ -356,24 +307,15 @@ fn parse_headers(lines: &[String]) -> io::Result<Vec<(String, String)>> {
 
 /// Reads a body framed by `Transfer-Encoding: chunked` or `Content-Length`; otherwise, for
 /// responses (`until_close`), up to the end of the connection, and for requests, nothing.
-fn read_body<R: BufRead>(
-    reader: &mut R,
-    headers: &[(String, String)],
-    until_close: bool,
-) -> io::Result<Vec<u8>> {
-    let chunked = headers.iter().any(|(k, v)| {
-        k == "transfer-encoding"
-            && v.to_ascii_lowercase()
-                .split(',')
-                .any(|t| t.trim() == "chunked")
-    });
+fn read_body<R: BufRead>(reader: &mut R, headers: &[(String, String)], until_close: bool) -> io::Result<Vec<u8>> {
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().split(',').any(|t| t.trim() == "chunked"));
     if chunked {
         return read_chunked(reader);
     }
     if let Some(len) = find_header(headers, "content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| invalid_data(format!("bad Content-Length: {len:?}")))?;
+        let len: usize = len.parse().map_err(|_| invalid_data(format!("bad Content-Length: {len:?}")))?;
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
         return Ok(body);
@@ -390,11 +332,11 @@ fn read_chunked<R: BufRead>(reader: &mut R) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut budget = MAX_HEAD;
-        let line = read_line(reader, &mut budget)?
-            .ok_or_else(|| invalid_data("connection closed inside chunked body"))?;
+        let line =
+            read_line(reader, &mut budget)?.ok_or_else(|| invalid_data("connection closed inside chunked body"))?;
         let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| invalid_data(format!("bad chunk size line: {line:?}")))?;
+        let size =
+            usize::from_str_radix(size, 16).map_err(|_| invalid_data(format!("bad chunk size line: {line:?}")))?;
         if size == 0 {
             // Trailer section, up to an empty line.
             loop {
@@ -485,11 +427,7 @@ pub struct ServerResponse {
 impl ServerResponse {
     /// An answer with a body of the given content type.
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        ServerResponse {
-            status,
-            headers: vec![("content-type".into(), content_type.into())],
-            body: body.into(),
-        }
+        ServerResponse { status, headers: vec![("content-type".into(), content_type.into())], body: body.into() }
     }
 
     /// A JSON answer.
@@ -499,11 +437,7 @@ impl ServerResponse {
 
     /// An answer without a body.
     pub fn empty(status: u16) -> Self {
-        ServerResponse {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        ServerResponse { status, headers: Vec::new(), body: Vec::new() }
     }
 
     /// Adds a header.
@@ -580,12 +514,7 @@ impl TestServer {
                 .name(format!("test-server-{port}"))
                 .spawn(move || accept_loop(listener, handler, stop, connections))?
         };
-        Ok(TestServer {
-            port,
-            stop,
-            accept: Some(accept),
-            connections,
-        })
+        Ok(TestServer { port, stop, accept: Some(accept), connections })
     }
 
     /// The bound port.
@@ -675,9 +604,7 @@ fn serve_connection(stream: TcpStream, handler: &Handler, stop: &StopSignal) {
         match handler(&request, stop) {
             Reply::Close => break,
             Reply::Respond(answer) => {
-                if write_response(&mut writer, &request.method, &answer, keep_alive).is_err()
-                    || !keep_alive
-                {
+                if write_response(&mut writer, &request.method, &answer, keep_alive).is_err() || !keep_alive {
                     break;
                 }
             }
@@ -687,23 +614,16 @@ fn serve_connection(stream: TcpStream, handler: &Handler, stop: &StopSignal) {
 }
 
 fn wants_keep_alive(request: &ServerRequest) -> bool {
-    let connection = request
-        .header("connection")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let connection = request.header("connection").unwrap_or_default().to_ascii_lowercase();
     !connection.split(',').any(|t| t.trim() == "close")
 }
 
-fn read_request<R: BufRead>(
-    reader: &mut R,
-    writer: &mut TcpStream,
-) -> io::Result<Option<ServerRequest>> {
+fn read_request<R: BufRead>(reader: &mut R, writer: &mut TcpStream) -> io::Result<Option<ServerRequest>> {
     let Some(lines) = read_head(reader)? else {
         return Ok(None);
     };
     let mut parts = lines[0].split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(invalid_data(format!("bad request line: {:?}", lines[0])));
     };
@@ -715,20 +635,10 @@ fn read_request<R: BufRead>(
         writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     let body = read_body(reader, &headers, false)?;
-    Ok(Some(ServerRequest {
-        method: method.to_string(),
-        target: target.to_string(),
-        headers,
-        body,
-    }))
+    Ok(Some(ServerRequest { method: method.to_string(), target: target.to_string(), headers, body }))
 }
 
-fn write_response<W: Write>(
-    writer: &mut W,
-    method: &str,
-    answer: &ServerResponse,
-    keep_alive: bool,
-) -> io::Result<()> {
+fn write_response<W: Write>(writer: &mut W, method: &str, answer: &ServerResponse, keep_alive: bool) -> io::Result<()> {
     let status = answer.status;
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     for (name, value) in &answer.headers {
@@ -755,21 +665,20 @@ mod tests {
     use super::*;
 
     fn echo_server() -> TestServer {
-        let handler: Handler =
-            Arc::new(|req: &ServerRequest, stop: &StopSignal| match req.path() {
-                "/close" => Reply::Close,
-                "/slow" => {
-                    stop.sleep(Duration::from_secs(30));
-                    Reply::Close
-                }
-                _ => Reply::Respond(
-                    ServerResponse::new(200, "text/plain", req.body.clone())
-                        .with_header("x-method", &req.method)
-                        .with_header("x-target", &req.target)
-                        .with_header("x-dup", "a")
-                        .with_header("x-dup", "b"),
-                ),
-            });
+        let handler: Handler = Arc::new(|req: &ServerRequest, stop: &StopSignal| match req.path() {
+            "/close" => Reply::Close,
+            "/slow" => {
+                stop.sleep(Duration::from_secs(30));
+                Reply::Close
+            }
+            _ => Reply::Respond(
+                ServerResponse::new(200, "text/plain", req.body.clone())
+                    .with_header("x-method", &req.method)
+                    .with_header("x-target", &req.target)
+                    .with_header("x-dup", "a")
+                    .with_header("x-dup", "b"),
+            ),
+        });
         TestServer::start(0, handler).unwrap()
     }
 
@@ -816,8 +725,7 @@ mod tests {
 
     #[test]
     fn body_until_close_and_interim_responses() {
-        let (port, t) =
-            canned(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Nope\r\nx: 1\r\n\r\nbye");
+        let (port, t) = canned(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Nope\r\nx: 1\r\n\r\nbye");
         let r = get(&format!("http://127.0.0.1:{port}/"), &[]).unwrap();
         t.join().unwrap();
         assert_eq!((r.status, r.text().as_str()), (503, "bye"));
@@ -828,15 +736,12 @@ mod tests {
         let server = echo_server();
         let mut s = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(
-            b"POST /one HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        )
-        .unwrap();
+        s.write_all(b"POST /one HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+            .unwrap();
         let mut reader = BufReader::new(s.try_clone().unwrap());
         let r = read_response(&mut reader, false).unwrap();
         assert_eq!(r.text(), "abc");
-        s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let r = read_response(&mut reader, false).unwrap();
         assert_eq!(r.header("x-target"), Some("/two"));
         assert_eq!(r.header("connection"), Some("close"));
@@ -869,24 +774,12 @@ mod tests {
     #[test]
     fn form_helpers() {
         let pairs = form_decode("a=1&b=x+y%21&&c&d=%zz&e=%4");
-        let expect = [
-            ("a", "1"),
-            ("b", "x y!"),
-            ("c", ""),
-            ("d", "%zz"),
-            ("e", "%4"),
-        ];
-        let expect: Vec<(String, String)> = expect
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let expect = [("a", "1"), ("b", "x y!"), ("c", ""), ("d", "%zz"), ("e", "%4")];
+        let expect: Vec<(String, String)> = expect.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         assert_eq!(pairs, expect);
         let encoded = form_encode(&[("user name", "p&ss=é")]);
         assert_eq!(encoded, "user+name=p%26ss%3D%C3%A9");
         assert_eq!(form_decode(&encoded)[0].1, "p&ss=é");
-        assert_eq!(
-            basic_auth("gateway", "gateway-secret"),
-            "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA=="
-        );
+        assert_eq!(basic_auth("gateway", "gateway-secret"), "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA==");
     }
 }

@@ -24,9 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use jwt_simple::algorithms::{
-    ECDSAP256KeyPairLike, ECDSAP384KeyPairLike, ES256KeyPair, ES384KeyPair, Ed25519KeyPair,
-    EdDSAKeyPairLike, PS256KeyPair, PS384KeyPair, PS512KeyPair, RS256KeyPair, RS384KeyPair,
-    RS512KeyPair, RSAKeyPairLike,
+    ECDSAP256KeyPairLike, ECDSAP384KeyPairLike, ES256KeyPair, ES384KeyPair, Ed25519KeyPair, EdDSAKeyPairLike,
+    PS256KeyPair, PS384KeyPair, PS512KeyPair, RS256KeyPair, RS384KeyPair, RS512KeyPair, RSAKeyPairLike,
 };
 use jwt_simple::claims::JWTClaims;
 use jwt_simple::common::HeaderOptions;
@@ -40,15 +39,7 @@ pub use crate::http::form_decode;
 /// Key ids published in `/jwks` by default.
 pub const DEFAULT_PUBLISHED: [&str; 4] = ["rsa-a", "p256-a", "p384-a", "ed25519-a"];
 /// Key files in `test-harness/keys/`; each key's default kid is the file stem.
-pub const KEY_IDS: [&str; 7] = [
-    "rsa-a",
-    "rsa-b",
-    "rsa-weak-1024",
-    "p256-a",
-    "p256-b",
-    "p384-a",
-    "ed25519-a",
-];
+pub const KEY_IDS: [&str; 7] = ["rsa-a", "rsa-b", "rsa-weak-1024", "p256-a", "p256-b", "p384-a", "ed25519-a"];
 
 /// JWS algorithms the IdP can mint with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,10 +110,7 @@ pub enum Behavior {
 
 /// The current unix time in seconds.
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock before 1970")
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970").as_secs()
 }
 
 /// Base64url without padding.
@@ -132,12 +120,7 @@ pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
 
 /// Builds a compact JWS from raw parts: `b64url(header).b64url(payload).b64url(sig)`.
 pub fn forge(header_json: &str, payload_json: &str, sig: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64url(header_json),
-        b64url(payload_json),
-        b64url(sig)
-    )
+    format!("{}.{}.{}", b64url(header_json), b64url(payload_json), b64url(sig))
 }
 
 /// Mints an HS256 JWT of exactly `claims` (any secret length, even empty), with header
@@ -193,14 +176,8 @@ impl Key {
         let material = match (pkcs8.oid.as_slice(), pkcs8.param.as_slice()) {
             (OID_RSA, _) => {
                 let ints = der_sequence_ints(&pkcs8.private_key).expect("bad RSAPrivateKey");
-                let [_, n, e, d, ..] = ints.as_slice() else {
-                    panic!("bad RSAPrivateKey")
-                };
-                Material::Rsa {
-                    n: n.clone(),
-                    e: e.clone(),
-                    d: d.clone(),
-                }
+                let [_, n, e, d, ..] = ints.as_slice() else { panic!("bad RSAPrivateKey") };
+                Material::Rsa { n: n.clone(), e: e.clone(), d: d.clone() }
             }
             (OID_EC, OID_P256) => {
                 let spki = ES256KeyPair::from_pem(pem)
@@ -219,18 +196,11 @@ impl Key {
                 ec_material(Curve::P384, &spki)
             }
             (OID_ED25519, _) => Material::Ed25519 {
-                x: Ed25519KeyPair::from_pem(pem)
-                    .expect("jwt-simple rejected an Ed25519 key")
-                    .public_key()
-                    .to_bytes(),
+                x: Ed25519KeyPair::from_pem(pem).expect("jwt-simple rejected an Ed25519 key").public_key().to_bytes(),
             },
             _ => panic!("unsupported key algorithm"),
         };
-        Key {
-            pem: pem.to_string(),
-            algorithm_id: pkcs8.algorithm_id,
-            material,
-        }
+        Key { pem: pem.to_string(), algorithm_id: pkcs8.algorithm_id, material }
     }
 
     /// The public JWK (members sorted by name).
@@ -263,25 +233,13 @@ impl Key {
         let bit_string = der_tlv(0x03, &[&[0u8][..], &key_bits].concat());
         let spki = der_tlv(0x30, &[self.algorithm_id.clone(), bit_string].concat());
         let b64 = STANDARD.encode(spki);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-            .collect();
-        format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            lines.join("\n")
-        )
+        let lines: Vec<&str> =
+            b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ASCII")).collect();
+        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", lines.join("\n"))
     }
 
     /// Signs `claims`; `header_kid` goes in the header (omitted when `None`).
-    fn sign(
-        &self,
-        alg: Alg,
-        header_kid: Option<&str>,
-        typ: Option<&str>,
-        claims: &Value,
-    ) -> String {
+    fn sign(&self, alg: Alg, header_kid: Option<&str>, typ: Option<&str>, claims: &Value) -> String {
         let weak_rsa = matches!(&self.material, Material::Rsa { n, .. } if n.len() * 8 < 2048);
         match alg {
             Alg::HS256 => {
@@ -291,34 +249,26 @@ impl Key {
             }
             Alg::RS256 | Alg::RS384 | Alg::RS512 if weak_rsa => {
                 // jwt-simple refuses RSA keys under 2048 bits.
-                let Material::Rsa { n, d, .. } = &self.material else {
-                    unreachable!()
-                };
+                let Material::Rsa { n, d, .. } = &self.material else { unreachable!() };
                 let input = signing_input(alg, header_kid, typ, claims);
                 let sig = rsa_pkcs1v15_sign(n, d, alg, input.as_bytes());
                 return format!("{input}.{}", b64url(sig));
             }
             Alg::PS256 | Alg::PS384 | Alg::PS512 if weak_rsa => {
-                panic!(
-                    "PS* with an RSA key under 2048 bits is not supported (jwt-simple refuses it)"
-                )
+                panic!("PS* with an RSA key under 2048 bits is not supported (jwt-simple refuses it)")
             }
             _ => {}
         }
         let compatible = match &self.material {
             Material::Rsa { .. } => !matches!(alg, Alg::ES256 | Alg::ES384 | Alg::EdDSA),
             Material::Ec { curve, .. } => {
-                (*curve, alg) == (Curve::P256, Alg::ES256)
-                    || (*curve, alg) == (Curve::P384, Alg::ES384)
+                (*curve, alg) == (Curve::P256, Alg::ES256) || (*curve, alg) == (Curve::P384, Alg::ES384)
             }
             Material::Ed25519 { .. } => alg == Alg::EdDSA,
         };
         assert!(compatible, "cannot sign {} with this key type", alg.name());
 
-        let options = HeaderOptions {
-            signature_type: typ.map(str::to_string),
-            ..Default::default()
-        };
+        let options = HeaderOptions { signature_type: typ.map(str::to_string), ..Default::default() };
         let claims = exact_claims(claims);
         macro_rules! sign_with {
             ($pair:ty) => {{
@@ -326,8 +276,7 @@ impl Key {
                 if let Some(kid) = header_kid {
                     pair = pair.with_key_id(kid);
                 }
-                pair.sign_with_options(claims, &options)
-                    .expect("jwt-simple signing failed")
+                pair.sign_with_options(claims, &options).expect("jwt-simple signing failed")
             }};
         }
         match alg {
@@ -348,9 +297,7 @@ impl Key {
 /// `JWTClaims` that serialize to exactly `claims`: every standard field is `None` (so
 /// skipped) and the whole object is the flattened custom part.
 fn exact_claims(claims: &Value) -> JWTClaims<Map<String, Value>> {
-    let Value::Object(custom) = claims.clone() else {
-        panic!("claims must be a JSON object, got {claims}")
-    };
+    let Value::Object(custom) = claims.clone() else { panic!("claims must be a JSON object, got {claims}") };
     JWTClaims {
         issued_at: None,
         expires_at: None,
@@ -370,30 +317,15 @@ fn signing_input(alg: Alg, kid: Option<&str>, typ: Option<&str>, claims: &Value)
     if let Some(kid) = kid {
         header["kid"] = json!(kid);
     }
-    format!(
-        "{}.{}",
-        b64url(header.to_string()),
-        b64url(claims.to_string())
-    )
+    format!("{}.{}", b64url(header.to_string()), b64url(claims.to_string()))
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = if key.len() > 64 {
-        Sha256::digest(key).to_vec()
-    } else {
-        key.to_vec()
-    };
+    let mut block = if key.len() > 64 { Sha256::digest(key).to_vec() } else { key.to_vec() };
     block.resize(64, 0);
     let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
 }
 
 /// The keys of `test-harness/keys/`, parsed once.
@@ -402,10 +334,7 @@ fn key_files() -> &'static BTreeMap<String, Key> {
     KEYS.get_or_init(|| {
         macro_rules! pem {
             ($stem:literal) => {
-                (
-                    $stem,
-                    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/keys/", $stem, ".pem")),
-                )
+                ($stem, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/keys/", $stem, ".pem")))
             };
         }
         [
@@ -434,11 +363,7 @@ const OID_P384: &[u8] = &[0x2B, 0x81, 0x04, 0x00, 0x22];
 const OID_ED25519: &[u8] = &[0x2B, 0x65, 0x70];
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
-    let b64: String = pem
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let b64: String = pem.lines().map(str::trim).filter(|l| !l.starts_with("-----")).collect();
     STANDARD.decode(b64).expect("bad base64 in PEM")
 }
 
@@ -465,11 +390,7 @@ fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     if len < 0x80 {
         out.push(len as u8);
     } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|&b| b == 0)
-            .collect();
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -522,12 +443,7 @@ fn parse_pkcs8(der: &[u8]) -> Option<Pkcs8> {
     let (0x04, private_key, _) = der_next(after)? else {
         return None;
     };
-    Some(Pkcs8 {
-        algorithm_id,
-        oid: oid.to_vec(),
-        param,
-        private_key: private_key.to_vec(),
-    })
+    Some(Pkcs8 { algorithm_id, oid: oid.to_vec(), param, private_key: private_key.to_vec() })
 }
 
 /// The INTEGERs of a DER SEQUENCE, as unsigned big-endian bytes without leading zeros.
@@ -555,15 +471,8 @@ fn ec_material(curve: Curve, spki: &[u8]) -> Material {
         .and_then(|(_, _, rest)| der_next(rest))
         .map(|(_, bits, _)| bits)
         .expect("bad EC SPKI");
-    assert!(
-        point.len() == 2 + 2 * size && point[..2] == [0, 4],
-        "EC public key is not an uncompressed point"
-    );
-    Material::Ec {
-        curve,
-        x: point[2..2 + size].to_vec(),
-        y: point[2 + size..].to_vec(),
-    }
+    assert!(point.len() == 2 + 2 * size && point[..2] == [0, 4], "EC public key is not an uncompressed point");
+    Material::Ec { curve, x: point[2..2 + size].to_vec(), y: point[2 + size..].to_vec() }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -575,22 +484,22 @@ fn rsa_pkcs1v15_sign(n: &[u8], d: &[u8], alg: Alg, message: &[u8]) -> Vec<u8> {
     let (prefix, digest): (&[u8], Vec<u8>) = match alg {
         Alg::RS256 => (
             &[
-                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x01, 0x05, 0x00, 0x04, 0x20,
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
+                0x04, 0x20,
             ],
             Sha256::digest(message).to_vec(),
         ),
         Alg::RS384 => (
             &[
-                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x02, 0x05, 0x00, 0x04, 0x30,
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00,
+                0x04, 0x30,
             ],
             Sha384::digest(message).to_vec(),
         ),
         Alg::RS512 => (
             &[
-                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x03, 0x05, 0x00, 0x04, 0x40,
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00,
+                0x04, 0x40,
             ],
             Sha512::digest(message).to_vec(),
         ),
@@ -653,10 +562,7 @@ fn mod_pow(base: &[u8], exp: &[u8], modulus: &[u8]) -> Vec<u8> {
 
 /// Little-endian u32 limbs of big-endian bytes, zero-padded to `limbs` when given.
 fn to_limbs(bytes: &[u8], limbs: Option<usize>) -> Vec<u32> {
-    let mut out: Vec<u32> = bytes
-        .rchunks(4)
-        .map(|c| c.iter().fold(0u32, |a, &b| (a << 8) | b as u32))
-        .collect();
+    let mut out: Vec<u32> = bytes.rchunks(4).map(|c| c.iter().fold(0u32, |a, &b| (a << 8) | b as u32)).collect();
     if let Some(limbs) = limbs {
         out.resize(limbs, 0);
     }
@@ -750,16 +656,11 @@ struct State {
 
 impl State {
     fn key(&self, kid: &str) -> &Key {
-        self.keys
-            .get(kid)
-            .unwrap_or_else(|| panic!("unknown kid {kid:?}; known: {:?}", self.keys.keys()))
+        self.keys.get(kid).unwrap_or_else(|| panic!("unknown kid {kid:?}; known: {:?}", self.keys.keys()))
     }
 
     fn jwks(&self, kids: &[String]) -> String {
-        let keys: Vec<Value> = kids
-            .iter()
-            .map(|kid| self.key(kid).jwk(kid, self.jwk_alg.get(kid).copied()))
-            .collect();
+        let keys: Vec<Value> = kids.iter().map(|kid| self.key(kid).jwk(kid, self.jwk_alg.get(kid).copied())).collect();
         json!({ "keys": keys }).to_string()
     }
 }
@@ -793,13 +694,7 @@ impl TestIdp {
     /// Starts on `port` (0 for a free one). Panics if the port cannot be bound.
     pub fn start_on(port: u16) -> TestIdp {
         let mut clients = HashMap::new();
-        clients.insert(
-            "demo-client".to_string(),
-            Client {
-                secret: "demo-secret".into(),
-                scope: "orders:read".into(),
-            },
-        );
+        clients.insert("demo-client".to_string(), Client { secret: "demo-secret".into(), scope: "orders:read".into() });
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 issuer: String::new(), // set once the port is known
@@ -823,19 +718,13 @@ impl TestIdp {
         });
         let handler: Handler = {
             let shared = shared.clone();
-            Arc::new(move |request: &ServerRequest, stop: &StopSignal| {
-                handle(&shared, request, stop)
-            })
+            Arc::new(move |request: &ServerRequest, stop: &StopSignal| handle(&shared, request, stop))
         };
-        let server = TestServer::start(port, handler)
-            .unwrap_or_else(|e| panic!("test IdP: cannot bind 127.0.0.1:{port}: {e}"));
+        let server =
+            TestServer::start(port, handler).unwrap_or_else(|e| panic!("test IdP: cannot bind 127.0.0.1:{port}: {e}"));
         let port = server.port();
         shared.lock().issuer = format!("http://127.0.0.1:{port}");
-        TestIdp {
-            port,
-            shared,
-            _server: server,
-        }
+        TestIdp { port, shared, _server: server }
     }
 
     /// `http://127.0.0.1:<port>`; also the `iss` of minted tokens.
@@ -935,14 +824,7 @@ impl TestIdp {
 
     /// Like [`mint`](Self::mint), choosing the header: `header_kid` (omitted when `None`)
     /// and `typ` (`"JWT"` when `None`).
-    pub fn mint_with(
-        &self,
-        alg: Alg,
-        kid: &str,
-        header_kid: Option<&str>,
-        typ: Option<&str>,
-        claims: Value,
-    ) -> String {
+    pub fn mint_with(&self, alg: Alg, kid: &str, header_kid: Option<&str>, typ: Option<&str>, claims: Value) -> String {
         let key = self.shared.lock().key(kid).clone();
         key.sign(alg, header_kid, typ, &claims)
     }
@@ -976,13 +858,7 @@ impl TestIdp {
 
     /// Registers a client for the `client_credentials` grant.
     pub fn add_client(&self, id: &str, secret: &str, scope: &str) {
-        self.shared.lock().clients.insert(
-            id.to_string(),
-            Client {
-                secret: secret.into(),
-                scope: scope.into(),
-            },
-        );
+        self.shared.lock().clients.insert(id.to_string(), Client { secret: secret.into(), scope: scope.into() });
     }
 
     // --- introspection -------------------------------------------------------------------
@@ -1012,41 +888,22 @@ impl TestIdp {
 
     /// Creates a backend at `POST /backends/<name>/authenticate` (no users yet).
     pub fn add_backend(&self, name: &str) {
-        self.shared
-            .lock()
-            .backends
-            .entry(name.to_string())
-            .or_default();
+        self.shared.lock().backends.entry(name.to_string()).or_default();
     }
 
     /// Adds (or replaces) a user of `backend`; `extra_info` is answered as `extraInfo`.
-    pub fn add_user(
-        &self,
-        backend: &str,
-        username: &str,
-        password: &str,
-        extra_info: Option<Value>,
-    ) {
+    pub fn add_user(&self, backend: &str, username: &str, password: &str, extra_info: Option<Value>) {
         let mut state = self.shared.lock();
         let users = state
             .backends
             .get_mut(backend)
             .unwrap_or_else(|| panic!("unknown backend {backend:?}; call add_backend first"));
-        users.insert(
-            username.to_string(),
-            User {
-                password: password.to_string(),
-                extra_info,
-            },
-        );
+        users.insert(username.to_string(), User { password: password.to_string(), extra_info });
     }
 
     /// `(backend, username)` of every request that reached a backend, oldest first.
     pub fn backend_hits(&self) -> Vec<(String, String)> {
-        self.backend_hits_timed()
-            .into_iter()
-            .map(|(b, u, _)| (b, u))
-            .collect()
+        self.backend_hits_timed().into_iter().map(|(b, u, _)| (b, u)).collect()
     }
 
     /// [`backend_hits`](Self::backend_hits) with arrival times.
@@ -1059,13 +916,7 @@ impl TestIdp {
     /// Bodies received by `/webhooks/<name>`, oldest first: JSON, or a string when the body
     /// is not JSON. Every received body is kept, whatever the endpoint's behavior.
     pub fn webhook_bodies(&self, name: &str) -> Vec<Value> {
-        self.shared
-            .lock()
-            .webhooks
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, body)| body.clone())
-            .collect()
+        self.shared.lock().webhooks.iter().filter(|(n, _)| n == name).map(|(_, body)| body.clone()).collect()
     }
 
     // --- faults and counters -------------------------------------------------------------
@@ -1128,14 +979,11 @@ fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal) -> Reply 
         match &endpoint {
             Endpoint::Backend(name) => {
                 let username = form_value(&form, "username").unwrap_or_default();
-                state
-                    .backend_hits
-                    .push((name.clone(), username, SystemTime::now()));
+                state.backend_hits.push((name.clone(), username, SystemTime::now()));
             }
             Endpoint::Webhook(name) => {
-                let body = serde_json::from_slice(&request.body).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&request.body).into_owned())
-                });
+                let body = serde_json::from_slice(&request.body)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&request.body).into_owned()));
                 state.webhooks.push((name.clone(), body));
             }
             _ => {}
@@ -1151,9 +999,7 @@ fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal) -> Reply 
             Behavior::Status(status) => {
                 return json_reply(status, json!({"error": "injected_fault", "status": status}))
             }
-            Behavior::Garbage => {
-                return Reply::Respond(ServerResponse::new(200, "application/json", "<<not json>>"))
-            }
+            Behavior::Garbage => return Reply::Respond(ServerResponse::new(200, "application/json", "<<not json>>")),
             Behavior::Close => return Reply::Close,
             Behavior::Delay(delay) => {
                 drop(state);
@@ -1166,10 +1012,8 @@ fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal) -> Reply 
                 if stop.is_stopped() {
                     return Reply::Close;
                 }
-                let _ = shared
-                    .changed
-                    .wait_timeout(state, Duration::from_millis(50))
-                    .unwrap_or_else(|p| p.into_inner());
+                let _ =
+                    shared.changed.wait_timeout(state, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner());
             }
         }
     }
@@ -1177,8 +1021,7 @@ fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal) -> Reply 
     let post_only = !matches!(endpoint, Endpoint::Jwks | Endpoint::Discovery);
     if post_only && request.method != "POST" {
         return Reply::Respond(
-            ServerResponse::json(405, &json!({"error": "method_not_allowed"}))
-                .with_header("allow", "POST"),
+            ServerResponse::json(405, &json!({"error": "method_not_allowed"})).with_header("allow", "POST"),
         );
     }
     match endpoint {
@@ -1229,21 +1072,13 @@ fn token(shared: &Shared, request: &ServerRequest, form: &[(String, String)]) ->
     if form_value(form, "grant_type").as_deref() != Some("client_credentials") {
         return json_reply(400, json!({"error": "unsupported_grant_type"}));
     }
-    let credentials = basic_credentials(request).or_else(|| {
-        Some((
-            form_value(form, "client_id")?,
-            form_value(form, "client_secret")?,
-        ))
-    });
+    let credentials = basic_credentials(request)
+        .or_else(|| Some((form_value(form, "client_id")?, form_value(form, "client_secret")?)));
     let (key, claims) = {
         let state = shared.lock();
-        let client = credentials.as_ref().and_then(|(id, secret)| {
-            state
-                .clients
-                .get(id)
-                .filter(|c| &c.secret == secret)
-                .map(|c| (id, c))
-        });
+        let client = credentials
+            .as_ref()
+            .and_then(|(id, secret)| state.clients.get(id).filter(|c| &c.secret == secret).map(|c| (id, c)));
         let Some((id, client)) = client else {
             return json_reply(401, json!({"error": "invalid_client"}));
         };
@@ -1260,10 +1095,7 @@ fn token(shared: &Shared, request: &ServerRequest, form: &[(String, String)]) ->
         (state.key("rsa-a").clone(), claims)
     };
     let access_token = key.sign(Alg::RS256, Some("rsa-a"), None, &claims);
-    json_reply(
-        200,
-        json!({"access_token": access_token, "token_type": "Bearer", "expires_in": 600}),
-    )
+    json_reply(200, json!({"access_token": access_token, "token_type": "Bearer", "expires_in": 600}))
 }
 
 fn introspect(shared: &Shared, request: &ServerRequest, form: &[(String, String)]) -> Reply {
@@ -1287,13 +1119,8 @@ fn introspect(shared: &Shared, request: &ServerRequest, form: &[(String, String)
     if form_value(form, "token").is_none() {
         return json_reply(400, json!({"error": "invalid_request"}));
     }
-    let accept = request
-        .header("accept")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let jwt_type = ["application/token-introspection+jwt", "application/jwt"]
-        .into_iter()
-        .find(|t| accept.contains(t));
+    let accept = request.header("accept").unwrap_or_default().to_ascii_lowercase();
+    let jwt_type = ["application/token-introspection+jwt", "application/jwt"].into_iter().find(|t| accept.contains(t));
     let mut answer = match (active, jwt_type) {
         (Some(Value::Object(claims)), Some(content_type)) => {
             let mut payload = Map::new();
@@ -1341,17 +1168,15 @@ mod tests {
     use super::*;
     use crate::http::{self, basic_auth, form_encode};
     use jwt_simple::algorithms::{
-        ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey,
-        Ed25519PublicKey, EdDSAPublicKeyLike, PS256PublicKey, RS256PublicKey, RS512PublicKey,
-        RSAPublicKeyLike,
+        ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey, Ed25519PublicKey,
+        EdDSAPublicKeyLike, PS256PublicKey, RS256PublicKey, RS512PublicKey, RSAPublicKeyLike,
     };
     use std::time::Instant;
 
     fn parts(token: &str) -> (Value, Value) {
         let mut it = token.split('.');
-        let mut next = || -> Value {
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap()).unwrap()
-        };
+        let mut next =
+            || -> Value { serde_json::from_slice(&URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap()).unwrap() };
         (next(), next())
     }
 
@@ -1364,37 +1189,17 @@ mod tests {
     fn jwks_and_discovery() {
         let idp = TestIdp::start();
         let jwks = http::get(&idp.jwks_uri(), &[]).unwrap().json();
-        let kids: Vec<&str> = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["kid"].as_str().unwrap())
-            .collect();
+        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
         assert_eq!(kids, DEFAULT_PUBLISHED);
         let rsa = &jwks["keys"][0];
         assert_eq!(rsa["kty"], "RSA");
         assert_eq!(rsa["e"], "AQAB");
         assert_eq!(rsa["use"], "sig");
         assert!(rsa.get("alg").is_none());
-        assert_eq!(
-            URL_SAFE_NO_PAD
-                .decode(rsa["n"].as_str().unwrap())
-                .unwrap()
-                .len(),
-            256
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(rsa["n"].as_str().unwrap()).unwrap().len(), 256);
         let p256 = &jwks["keys"][1];
-        assert_eq!(
-            (p256["kty"].as_str(), p256["crv"].as_str()),
-            (Some("EC"), Some("P-256"))
-        );
-        assert_eq!(
-            URL_SAFE_NO_PAD
-                .decode(p256["y"].as_str().unwrap())
-                .unwrap()
-                .len(),
-            32
-        );
+        assert_eq!((p256["kty"].as_str(), p256["crv"].as_str()), (Some("EC"), Some("P-256")));
+        assert_eq!(URL_SAFE_NO_PAD.decode(p256["y"].as_str().unwrap()).unwrap().len(), 32);
         assert_eq!(jwks["keys"][2]["crv"], "P-384");
         assert_eq!(jwks["keys"][3]["kty"], "OKP");
         assert_eq!(jwks["keys"][3]["crv"], "Ed25519");
@@ -1403,22 +1208,14 @@ mod tests {
         let jwks = http::get(&idp.jwks_uri(), &[]).unwrap().json();
         assert_eq!(jwks["keys"][0]["alg"], "PS256");
         assert_eq!(jwks["keys"][1]["kid"], "rsa-weak-1024");
-        assert_eq!(
-            jwks,
-            serde_json::from_str::<Value>(&idp.jwks_json()).unwrap()
-        );
+        assert_eq!(jwks, serde_json::from_str::<Value>(&idp.jwks_json()).unwrap());
 
         idp.set_jwks_override(Some("garbage".into()));
         idp.set_jwks_cache_control(Some("max-age=60".into()));
         let r = http::get(&idp.jwks_uri(), &[]).unwrap();
-        assert_eq!(
-            (r.text().as_str(), r.header("cache-control")),
-            ("garbage", Some("max-age=60"))
-        );
+        assert_eq!((r.text().as_str(), r.header("cache-control")), ("garbage", Some("max-age=60")));
 
-        let d = http::get(&idp.url("/.well-known/openid-configuration"), &[])
-            .unwrap()
-            .json();
+        let d = http::get(&idp.url("/.well-known/openid-configuration"), &[]).unwrap().json();
         assert_eq!(d["issuer"], idp.issuer());
         assert_eq!(d["jwks_uri"], idp.jwks_uri());
         assert_eq!(d["introspection_endpoint"], idp.url("/introspect"));
@@ -1433,14 +1230,10 @@ mod tests {
 
         let token = idp.mint(Alg::RS256, "rsa-a", claims.clone());
         let (header, payload) = parts(&token);
-        assert_eq!(
-            header,
-            json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-a"})
-        );
+        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-a"}));
         assert_eq!(payload, claims, "exactly the given claims");
         let key = RS256PublicKey::from_jwk(&jwk_of(&idp, "rsa-a")).unwrap();
-        key.verify_token::<Map<String, Value>>(&token, None)
-            .unwrap();
+        key.verify_token::<Map<String, Value>>(&token, None).unwrap();
 
         let token = idp.mint(Alg::RS512, "rsa-b", claims.clone());
         RS512PublicKey::from_jwk(&jwk_of(&idp, "rsa-b"))
@@ -1474,10 +1267,7 @@ mod tests {
         let (header, payload) = parts(&token);
         assert_eq!(header, json!({"alg": "RS256", "typ": "at+jwt"}));
         assert_eq!(payload, json!({"a": 1}));
-        assert_eq!(
-            jwk_of(&idp, "rsa-a-2").replace("rsa-a-2", "rsa-a"),
-            jwk_of(&idp, "rsa-a")
-        );
+        assert_eq!(jwk_of(&idp, "rsa-a-2").replace("rsa-a-2", "rsa-a"), jwk_of(&idp, "rsa-a"));
     }
 
     #[test]
@@ -1488,16 +1278,11 @@ mod tests {
         assert_eq!(header["kid"], "rsa-weak-1024");
         let (input, sig) = token.rsplit_once('.').unwrap();
         let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
-        let Material::Rsa { n, e, .. } = &key_files()["rsa-weak-1024"].material else {
-            unreachable!()
-        };
+        let Material::Rsa { n, e, .. } = &key_files()["rsa-weak-1024"].material else { unreachable!() };
         assert_eq!(n.len(), 128);
         let em = mod_pow(&sig, e, n);
         assert_eq!(&em[..3], &[0, 1, 0xff]);
-        assert_eq!(
-            &em[em.len() - 32..],
-            Sha256::digest(input.as_bytes()).as_slice()
-        );
+        assert_eq!(&em[em.len() - 32..], Sha256::digest(input.as_bytes()).as_slice());
     }
 
     #[test]
@@ -1509,10 +1294,7 @@ mod tests {
         let token = mint_hs256(b"k", Some("h1"), json!({"sub": "a"}));
         let (input, tag) = token.rsplit_once('.').unwrap();
         assert_eq!(b64url(hmac_sha256(b"k", input.as_bytes())), tag);
-        assert_eq!(
-            parts(&token).0,
-            json!({"alg": "HS256", "typ": "JWT", "kid": "h1"})
-        );
+        assert_eq!(parts(&token).0, json!({"alg": "HS256", "typ": "JWT", "kid": "h1"}));
 
         let idp = TestIdp::start();
         let confused = idp.mint(Alg::HS256, "rsa-a", json!({"sub": "a"}));
@@ -1521,10 +1303,7 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A"));
         assert_eq!(b64url(hmac_sha256(pem.as_bytes(), input.as_bytes())), tag);
 
-        assert_eq!(
-            forge("{\"alg\":\"none\"}", "{}", b""),
-            "eyJhbGciOiJub25lIn0.e30."
-        );
+        assert_eq!(forge("{\"alg\":\"none\"}", "{}", b""), "eyJhbGciOiJub25lIn0.e30.");
     }
 
     fn hex(bytes: &[u8]) -> String {
@@ -1544,10 +1323,7 @@ mod tests {
         let r = http::post(&idp.url("/token"), &ct, form.as_bytes()).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         let body = r.json();
-        assert_eq!(
-            (body["token_type"].as_str(), body["expires_in"].as_u64()),
-            (Some("Bearer"), Some(600))
-        );
+        assert_eq!((body["token_type"].as_str(), body["expires_in"].as_u64()), (Some("Bearer"), Some(600)));
         let token = body["access_token"].as_str().unwrap();
         let claims = RS256PublicKey::from_jwk(&jwk_of(&idp, "rsa-a"))
             .unwrap()
@@ -1561,23 +1337,12 @@ mod tests {
 
         idp.add_client("other", "s3", "a b");
         let auth = basic_auth("other", "s3");
-        let r = http::post(
-            &idp.url("/token"),
-            &[("authorization", &auth)],
-            b"grant_type=client_credentials",
-        )
-        .unwrap();
-        assert_eq!(
-            parts(r.json()["access_token"].as_str().unwrap()).1["scope"],
-            "a b"
-        );
+        let r = http::post(&idp.url("/token"), &[("authorization", &auth)], b"grant_type=client_credentials").unwrap();
+        assert_eq!(parts(r.json()["access_token"].as_str().unwrap()).1["scope"], "a b");
 
         let bad = form.replace("demo-secret", "nope");
         let r = http::post(&idp.url("/token"), &ct, bad.as_bytes()).unwrap();
-        assert_eq!(
-            (r.status, r.json()),
-            (401, json!({"error": "invalid_client"}))
-        );
+        assert_eq!((r.status, r.json()), (401, json!({"error": "invalid_client"})));
         assert_eq!(idp.hits(Endpoint::Token), 3);
     }
 
@@ -1594,10 +1359,7 @@ mod tests {
             http::post(&idp.url("/introspect"), &headers, body.as_bytes()).unwrap()
         };
         let r = ask("opaque-1", &[]);
-        assert_eq!(
-            r.json(),
-            json!({"active": true, "sub": "u1", "scope": "orders:read"})
-        );
+        assert_eq!(r.json(), json!({"active": true, "sub": "u1", "scope": "orders:read"}));
         assert_eq!(r.header("cache-control"), Some("max-age=30"));
 
         let r = ask("opaque-1", &[("accept", "application/jwt")]);
@@ -1626,12 +1388,7 @@ mod tests {
     fn identity_backends() {
         let idp = TestIdp::start();
         idp.add_backend("ldap");
-        idp.add_user(
-            "ldap",
-            "alice smith",
-            "p@ss w&rd",
-            Some(json!({"groups": ["a"]})),
-        );
+        idp.add_user("ldap", "alice smith", "p@ss w&rd", Some(json!({"groups": ["a"]})));
         idp.add_user("ldap", "bob", "pw", None);
         let url = idp.url("/backends/ldap/authenticate");
         let login = |user: &str, pw: &str| {
@@ -1639,27 +1396,13 @@ mod tests {
             http::post(&url, &[], body.as_bytes()).unwrap()
         };
         let r = login("alice smith", "p@ss w&rd");
-        assert_eq!(
-            (r.status, r.json()),
-            (
-                200,
-                json!({"user": "alice smith", "extraInfo": {"groups": ["a"]}})
-            )
-        );
+        assert_eq!((r.status, r.json()), (200, json!({"user": "alice smith", "extraInfo": {"groups": ["a"]}})));
         assert_eq!(login("bob", "pw").json(), json!({"user": "bob"}));
         let r = login("bob", "wrong");
-        assert_eq!(
-            (r.status, r.json()),
-            (401, json!({"error": "unknown_user"}))
-        );
+        assert_eq!((r.status, r.json()), (401, json!({"error": "unknown_user"})));
         let r = http::post(&url, &[], b"username=bob&password=p%77").unwrap();
         assert_eq!(r.status, 200);
-        assert_eq!(
-            http::post(&idp.url("/backends/none/authenticate"), &[], b"username=x")
-                .unwrap()
-                .status,
-            404
-        );
+        assert_eq!(http::post(&idp.url("/backends/none/authenticate"), &[], b"username=x").unwrap().status, 404);
         assert_eq!(idp.hits(Endpoint::Backend("ldap".into())), 4);
         let hits = idp.backend_hits();
         assert_eq!(hits.len(), 5);
@@ -1675,10 +1418,7 @@ mod tests {
         assert_eq!((r.status, r.body.len()), (204, 0));
         http::post(&url, &[], b"plain").unwrap();
         http::post(&idp.url("/webhooks/other"), &[], b"{}").unwrap();
-        assert_eq!(
-            idp.webhook_bodies("audit"),
-            vec![json!({"e": 1}), json!("plain")]
-        );
+        assert_eq!(idp.webhook_bodies("audit"), vec![json!({"e": 1}), json!("plain")]);
         assert_eq!(idp.hits(Endpoint::Webhook("audit".into())), 2);
     }
 
@@ -1708,12 +1448,7 @@ mod tests {
         let url = idp.url("/webhooks/w");
         let stalled = std::thread::spawn(move || http::post(&url, &[], b"{}"));
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(
-            http::get(&idp.url("/.well-known/openid-configuration"), &[])
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(http::get(&idp.url("/.well-known/openid-configuration"), &[]).unwrap().status, 200);
         assert!(!stalled.is_finished());
         idp.set_behavior(Endpoint::Webhook("w".into()), Behavior::Status(500));
         assert_eq!(stalled.join().unwrap().unwrap().status, 500);
@@ -1736,11 +1471,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         let started = Instant::now();
         drop(idp);
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
         assert!(a.join().unwrap().is_err());
         assert!(b.join().unwrap().is_err());
     }
@@ -1753,10 +1484,7 @@ mod tests {
 
     #[test]
     fn route_parsing() {
-        assert_eq!(
-            route("/backends/a/authenticate"),
-            Some(Endpoint::Backend("a".into()))
-        );
+        assert_eq!(route("/backends/a/authenticate"), Some(Endpoint::Backend("a".into())));
         assert_eq!(route("/backends//authenticate"), None);
         assert_eq!(route("/backends/a/b/authenticate"), None);
         assert_eq!(route("/webhooks/x"), Some(Endpoint::Webhook("x".into())));

@@ -39,11 +39,7 @@ impl EchoUpstream {
         };
         let server = TestServer::start(port, handler)
             .unwrap_or_else(|e| panic!("echo upstream: cannot bind 127.0.0.1:{port}: {e}"));
-        EchoUpstream {
-            port: server.port(),
-            log,
-            _server: server,
-        }
+        EchoUpstream { port: server.port(), log, _server: server }
     }
 
     /// Base URL, `http://127.0.0.1:<port>`.
@@ -102,16 +98,8 @@ mod tests {
     fn echoes_and_logs_requests() {
         let upstream = EchoUpstream::start();
         let url = format!("{}/orders/7?expand=items&x=%20", upstream.url());
-        let r = http::post(
-            &url,
-            &[
-                ("X-Tag", "a"),
-                ("x-tag", "b"),
-                ("Content-Type", "text/plain"),
-            ],
-            "héllo".as_bytes(),
-        )
-        .unwrap();
+        let r = http::post(&url, &[("X-Tag", "a"), ("x-tag", "b"), ("Content-Type", "text/plain")], "héllo".as_bytes())
+            .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/json"));
         let echo = r.json();
@@ -119,10 +107,7 @@ mod tests {
         assert_eq!(echo["path"], "/orders/7?expand=items&x=%20");
         assert_eq!(echo["headers"]["x-tag"], "a, b");
         assert_eq!(echo["headers"]["content-type"], "text/plain");
-        assert_eq!(
-            echo["headers"]["host"],
-            format!("127.0.0.1:{}", upstream.port)
-        );
+        assert_eq!(echo["headers"]["host"], format!("127.0.0.1:{}", upstream.port));
         assert_eq!(echo["body"], "héllo");
 
         http::get(&upstream.url(), &[]).unwrap();

@@ -13,9 +13,9 @@ use super::store::HostStore;
 use super::{dispatch, log, now_ms, read_reply};
 use crate::callout::Reply;
 use crate::decision::{self, Ctx, Decision, Pending, Step};
+use crate::reason::Reason;
 use crate::request::RequestView;
 use crate::response::{self, Challenges, Rejection};
-use crate::reason::Reason;
 
 pub(crate) struct Http {
     shared: Option<Rc<Shared>>,
@@ -56,7 +56,13 @@ impl Http {
                     log(LogLevel::Error, &e);
                     let step = {
                         let mut st = shared.state.borrow_mut();
-                        let mut ctx = Ctx { cfg: &shared.cfg, state: &mut st, store: &HostStore, native: &shared.native, now_ms: now_ms(self.get_current_time()) };
+                        let mut ctx = Ctx {
+                            cfg: &shared.cfg,
+                            state: &mut st,
+                            store: &HostStore,
+                            native: &shared.native,
+                            now_ms: now_ms(self.get_current_time()),
+                        };
                         decision::resume(&mut ctx, p, &Reply::default())
                     };
                     self.drive(shared, step)
@@ -109,7 +115,13 @@ impl Context for Http {
         let reply = read_reply(body_size);
         let step = {
             let mut st = shared.state.borrow_mut();
-            let mut ctx = Ctx { cfg: &shared.cfg, state: &mut st, store: &HostStore, native: &shared.native, now_ms: now_ms(self.get_current_time()) };
+            let mut ctx = Ctx {
+                cfg: &shared.cfg,
+                state: &mut st,
+                store: &HostStore,
+                native: &shared.native,
+                now_ms: now_ms(self.get_current_time()),
+            };
             decision::resume(&mut ctx, pending, &reply)
         };
         if let Action::Continue = self.drive(&shared, step) {
@@ -129,7 +141,13 @@ impl HttpContext for Http {
         let view = self.collect();
         let step = {
             let mut st = shared.state.borrow_mut();
-            let mut ctx = Ctx { cfg: &shared.cfg, state: &mut st, store: &HostStore, native: &shared.native, now_ms: now_ms(self.get_current_time()) };
+            let mut ctx = Ctx {
+                cfg: &shared.cfg,
+                state: &mut st,
+                store: &HostStore,
+                native: &shared.native,
+                now_ms: now_ms(self.get_current_time()),
+            };
             decision::start(&mut ctx, view)
         };
         self.drive(&shared, step)

@@ -30,9 +30,10 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(root::Root::default()) });
 }}
 
-/// Logs one line with the `portcullis:` prefix.
+/// Logs one line.
 pub(crate) fn log(level: LogLevel, msg: &str) {
-    let _ = proxy_wasm::hostcalls::log(level, &format!("portcullis: {msg}"));
+    // Envoy already prefixes "wasm log <plugin> <root_id>:".
+    let _ = proxy_wasm::hostcalls::log(level, msg);
 }
 
 /// Unix time in milliseconds from the host clock.
@@ -68,7 +69,10 @@ pub(crate) fn read_reply(body_size: usize) -> crate::callout::Reply {
         // Too large to accept: hand back an over-limit marker instead of reading it all.
         vec![0; crate::callout::MAX_REPLY_BYTES + 1]
     } else {
-        proxy_wasm::hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
+        proxy_wasm::hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     };
     crate::callout::Reply { status, headers, body }
 }

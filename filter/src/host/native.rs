@@ -28,7 +28,8 @@ impl NativeVerifier for HostVerifier {
         pb_bytes(&mut args, 4, message);
         match hostcalls::call_foreign_function("verify_signature", Some(&args)) {
             Ok(Some(result)) => {
-                let valid = pb_fields(&result).is_some_and(|fields| fields.iter().any(|(n, v)| *n == 1 && *v == PbValue::Varint(1)));
+                let valid = pb_fields(&result)
+                    .is_some_and(|fields| fields.iter().any(|(n, v)| *n == 1 && *v == PbValue::Varint(1)));
                 if valid {
                     NativeOutcome::Valid
                 } else {

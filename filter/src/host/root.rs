@@ -86,7 +86,10 @@ impl Root {
             Fetched::Next(next) => self.start(shared, next),
             Fetched::Failed(why) => {
                 shared.bump(&[Counter::JwksFetchFailed]);
-                log(LogLevel::Warn, &format!("provider {name:?}: key set fetch failed: {why}; keeping the last good set if any"));
+                log(
+                    LogLevel::Warn,
+                    &format!("provider {name:?}: key set fetch failed: {why}; keeping the last good set if any"),
+                );
             }
         }
     }
@@ -125,8 +128,9 @@ impl RootContext for Root {
         let state = RefCell::new(WorkerState::new(&cfg));
         self.shared = Some(Rc::new(Shared { cfg, state, metrics, native: HostVerifier::default() }));
         if remote {
-            self.set_tick_period(Duration::from_millis(500));
-            self.start_fetches();
+            // Callouts cannot start inside on_configure (the cluster manager answers
+            // BadArgument); the first tick fetches.
+            self.set_tick_period(Duration::from_millis(200));
         }
         log(LogLevel::Info, "configuration loaded");
         true
