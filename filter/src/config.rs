@@ -830,11 +830,13 @@ fn validate_provider(
                 path: format!("{lp}.inline_string"),
                 message: format!("not a usable JWKS: {e}"),
             })?;
+            if set.is_empty() {
+                // The load fails, so `warnings` is never logged: the reasons go into the error.
+                let why = if warns.is_empty() { "the \"keys\" array is empty".to_string() } else { warns.join("; ") };
+                return err(format!("{lp}.inline_string"), format!("no usable key in the set: {why}"));
+            }
             for w in warns {
                 warnings.push(format!("{lp}: {w}"));
-            }
-            if set.is_empty() {
-                return err(format!("{lp}.inline_string"), "no usable key in the set (see the warnings above)");
             }
             KeySource::Local(set)
         }

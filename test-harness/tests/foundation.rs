@@ -43,3 +43,169 @@ fn smoke_valid_missing_and_bad_tokens() {
     assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"orders\""));
     assert_eq!(r.json()["type"], "urn:portcullis:problem:missing_credentials");
 }
+
+#[test]
+fn broken_config_is_refused_naming_the_field() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let mut p = local_provider(&idp);
+    p["audiences"] = json!([""]);
+    let b = bootstrap(
+        vec![listener("main", vec![portcullis_filter(&json!({"providers": {"corp": p}}), &[])], Some("upstream"))],
+        vec![cluster("upstream", up.port)],
+    );
+    // Envoy 1.40 refuses to start when a wasm plugin's on_configure fails at boot.
+    let log = Envoy::start(&b).err().expect("Envoy must refuse a broken Portcullis configuration");
+    assert!(log.contains("invalid configuration: providers.corp.audiences[0]: must not be empty"), "log:\n{log}");
+}
+
+#[test]
+fn forged_identity_headers_never_reach_the_upstream() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let mut p = local_provider(&idp);
+    p["forward_payload_header"] = json!("x-jwt-payload");
+    let cfg = json!({
+        "providers": {"corp": p},
+        "routes": [{"match": {"prefix": "/public"}, "requires": "none"}]
+    });
+    let envoy = start(&idp, &up, cfg);
+    let forged = [
+        ("x-portcullis-client", "admin"),
+        ("x-portcullis-auth", "jwt:corp"),
+        ("x-portcullis-decision", "allow"),
+        ("x-portcullis-anything", "x"),
+        ("x-user", "root"),
+        ("x-jwt-payload", "eyJzdWIiOiJyb290In0"),
+    ];
+    // On an anonymous route: every forged header is removed.
+    let r = http::get(&envoy.url("/public/x"), &forged).unwrap();
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    for (name, _) in forged {
+        assert!(h.get(name).is_none(), "{name} reached the upstream: {h}");
+    }
+    // On an authenticated route: the upstream sees Portcullis's values only.
+    let tok = idp.mint(Alg::RS256, "rsa-a", idp.default_claims("orders-api"));
+    let auth = format!("Bearer {tok}");
+    let mut with_token = forged.to_vec();
+    with_token.push(("authorization", &auth));
+    let r = http::get(&envoy.url("/orders"), &with_token).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-portcullis-client"], "demo-client");
+    assert_eq!(h["x-user"], "user-1");
+    assert_eq!(h["x-portcullis-auth"], "jwt:corp");
+    assert!(h.get("x-portcullis-anything").is_none());
+    assert!(h.get("x-portcullis-decision").is_none());
+    let payload = h["x-jwt-payload"].as_str().unwrap();
+    assert_eq!(payload, tok.split('.').nth(1).unwrap(), "payload header is the verified token's payload");
+}
+
+#[test]
+fn responses_follow_rfc6750_and_rfc9457() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let mut p = local_provider(&idp);
+    p["from_params"] = json!(["access_token"]);
+    p["from_headers"] = json!([{"name": "authorization", "value_prefix": "Bearer "}]);
+    let cfg = json!({
+        "realm": "orders",
+        "providers": {"corp": p},
+        "routes": [{"match": {"prefix": "/admin"}, "scopes": ["admin"]}]
+    });
+    let envoy = start(&idp, &up, cfg);
+    let good = idp.mint(Alg::RS256, "rsa-a", idp.default_claims("orders-api"));
+    let mut expired_claims = idp.default_claims("orders-api");
+    expired_claims["exp"] = json!(portcullis_harness::idp::now() - 3600);
+    let expired = idp.mint(Alg::RS256, "rsa-a", expired_claims);
+
+    // Two tokens → 400 invalid_request.
+    let r = http::get(&envoy.url(&format!("/orders?access_token={good}")), &[("authorization", &format!("Bearer {good}"))]).unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_request\""));
+    assert_eq!(r.json()["type"], "urn:portcullis:problem:multiple_credentials");
+
+    // Expired → 401 invalid_token, problem+json without token contents.
+    let r = http::get(&envoy.url("/orders"), &[("authorization", &format!("Bearer {expired}"))]).unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Bearer realm=\"orders\", error=\"invalid_token\""));
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let body = r.text();
+    assert!(body.contains("urn:portcullis:problem:token_expired"), "{body}");
+    assert!(!body.contains(expired.split('.').nth(1).unwrap()), "no token material in the body");
+
+    // Garbage → 401 token_malformed.
+    let r = http::get(&envoy.url("/orders"), &[("authorization", "Bearer not.a.jwt")]).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["type"], "urn:portcullis:problem:token_malformed");
+
+    // Valid token without the route's scope → 403 insufficient_scope naming the scope.
+    let r = http::get(&envoy.url("/admin/users"), &[("authorization", &format!("Bearer {good}"))]).unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.header("www-authenticate").unwrap().contains("error=\"insufficient_scope\""));
+    assert!(r.header("www-authenticate").unwrap().contains("scope=\"admin\""));
+
+    // Query-parameter token works and is removed from the path before forwarding.
+    let r = http::get(&envoy.url(&format!("/orders?x=1&access_token={good}")), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/orders?x=1");
+}
+
+#[test]
+fn shadow_mode_reports_but_never_rejects_and_stats_count_it() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let envoy = start(&idp, &up, json!({"mode": "shadow", "providers": {"corp": local_provider(&idp)}}));
+    let r = http::get(&envoy.url("/orders"), &[("x-portcullis-client", "forged")]).unwrap();
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-portcullis-decision"], "deny; reason=missing_credentials");
+    assert!(h.get("x-portcullis-client").is_none());
+    let r = http::get(&envoy.url("/orders"), &[("authorization", "Bearer a.b.c")]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-portcullis-decision"], "deny; reason=token_malformed");
+    let tok = idp.mint(Alg::ES256, "p256-a", idp.default_claims("orders-api"));
+    let r = http::get(&envoy.url("/orders"), &[("authorization", &format!("Bearer {tok}"))]).unwrap();
+    assert_eq!(r.json()["headers"]["x-portcullis-decision"], "allow");
+    assert_eq!(envoy.stat("wasmcustom.portcullis.shadow_denied.missing_credentials"), 1);
+    assert_eq!(envoy.stat("wasmcustom.portcullis.shadow_denied.token_malformed"), 1);
+    assert_eq!(envoy.stat("wasmcustom.portcullis.allowed"), 1);
+    assert_eq!(envoy.stat("wasmcustom.portcullis.requests"), 3);
+}
+
+#[test]
+fn api_keys_from_header_and_query_are_hidden() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let key_hash = portcullis::apikey::hash_hex("secret-key-1");
+    let cfg = json!({
+        "api_keys": {
+            "from_headers": ["x-api-key"],
+            "from_params": ["api_key"],
+            "hide_credentials": true,
+            "clients": [
+                {"client_id": "partner-a", "keys_sha256": [key_hash], "scopes": ["orders:read"]},
+                {"client_id": "gone", "keys_sha256": [portcullis::apikey::hash_hex("old-key")], "disabled": true}
+            ]
+        },
+        "routes": [{"match": {"prefix": "/write"}, "scopes": ["orders:write"]}]
+    });
+    let envoy = start(&idp, &up, cfg);
+    let r = http::get(&envoy.url("/orders"), &[("x-api-key", "secret-key-1")]).unwrap();
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    assert!(seen["headers"].get("x-api-key").is_none());
+    assert_eq!(seen["headers"]["x-portcullis-client"], "partner-a");
+    let r = http::get(&envoy.url("/orders?a=1&api_key=secret-key-1"), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/orders?a=1");
+    let r = http::get(&envoy.url("/orders"), &[("x-api-key", "wrong")]).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("ApiKey realm=\"portcullis\""));
+    let r = http::get(&envoy.url("/orders"), &[("x-api-key", "old-key")]).unwrap();
+    assert_eq!(r.status, 401);
+    let r = http::get(&envoy.url("/write"), &[("x-api-key", "secret-key-1")]).unwrap();
+    assert_eq!(r.status, 403);
+    assert!(up.requests().iter().all(|q| !q.to_string().contains("secret-key-1")), "key never reached the upstream");
+}
