@@ -58,6 +58,8 @@ pub struct Fetch {
     pub provider: usize,
     pub stage: Stage,
     pub callout: Callout,
+    /// True when this fetch holds the background lease (released when it ends).
+    pub leased: bool,
 }
 
 /// What a completed fetch step led to.
@@ -168,7 +170,9 @@ impl Keys {
             if !store::try_lease(store, &lease, now_ms, 2 * r.timeout_ms + 1000) {
                 continue;
             }
-            out.push(self.first_fetch(cfg, i));
+            let mut f = self.first_fetch(cfg, i);
+            f.leased = true;
+            out.push(f);
         }
         out
     }
@@ -192,7 +196,7 @@ impl Keys {
             // Never asked for: callers check `remote()` first.
             KeySource::Local(_) => (Stage::Jwks, Callout::get("", "", "/", "application/json", 1000)),
         };
-        Fetch { provider: i, stage, callout }
+        Fetch { provider: i, stage, callout, leased: false }
     }
 
     /// For an unknown `kid`: takes the cross-worker early-refresh slot if the interval allows,
@@ -237,7 +241,7 @@ impl Keys {
                     if let Some(st) = self.providers.get_mut(i) {
                         st.jwks_location = Some((authority, path));
                     }
-                    Fetched::Next(Fetch { provider: i, stage: Stage::Jwks, callout })
+                    Fetched::Next(Fetch { provider: i, stage: Stage::Jwks, callout, leased: fetch.leased })
                 }
                 Err(e) => self.fail(cfg, store, fetch, now_ms, e.into()),
             },
@@ -258,7 +262,9 @@ impl Keys {
                     st.backoff_ms = 0;
                     st.next_attempt_ms = 0;
                 }
-                store::release_lease(store, &store::key("jwkslease", &cfg.providers[i].name));
+                if fetch.leased {
+                    store::release_lease(store, &store::key("jwkslease", &cfg.providers[i].name));
+                }
                 Fetched::Published { warnings }
             }
         }
@@ -274,7 +280,9 @@ impl Keys {
                 st.jwks_location = None;
             }
         }
-        store::release_lease(store, &store::key("jwkslease", &cfg.providers[i].name));
+        if fetch.leased {
+            store::release_lease(store, &store::key("jwkslease", &cfg.providers[i].name));
+        }
         Fetched::Failed(why)
     }
 
