@@ -832,7 +832,7 @@ fn validate_provider(
             })?;
             if set.is_empty() {
                 // The load fails, so `warnings` is never logged: the reasons go into the error.
-                let why = if warns.is_empty() { "the \"keys\" array is empty".to_string() } else { warns.join("; ") };
+                let why = if warns.is_empty() { "the \"keys\" array is empty".to_string() } else { warns.join(" | ") };
                 return err(format!("{lp}.inline_string"), format!("no usable key in the set: {why}"));
             }
             for w in warns {

@@ -112,7 +112,10 @@ fn signature_only() -> VerificationOptions {
     VerificationOptions {
         accept_future: true,
         // With "now" at the epoch and no tolerance, jwt-simple's own expiry test always passes.
+        // The tolerance must really be zero: jwt-simple's default (900 s) makes its test
+        // `now >= tolerance && now - tolerance <= exp` fail for every token carrying `exp`.
         artificial_time: Some(UnixTimeStamp::from_secs(0)),
+        time_tolerance: None,
         max_token_length: None,
         max_header_length: Some(64 * 1024),
         ..VerificationOptions::default()

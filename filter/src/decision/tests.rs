@@ -1,1 +1,262 @@
+//! Decision-flow tests with a scripted store, a fake clock and scripted callout replies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use super::*;
+use crate::apikey;
+use crate::crypto::NoNative;
+use crate::store::MemStore;
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+
+const NOW: u64 = 1_800_000_000;
+
+struct Signer {
+    key: ES256KeyPair,
+}
+
+impl Signer {
+    fn new(kid: &str) -> Self {
+        Signer { key: ES256KeyPair::generate().with_key_id(kid) }
+    }
+
+    fn jwks(&self) -> String {
+        let pt = self.key.public_key().public_key().to_bytes_uncompressed();
+        let b = |s: &[u8]| crate::b64::encode(s);
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": self.key.key_id().clone().unwrap(),
+            "x": b(&pt[1..33]), "y": b(&pt[33..65])}]})
+        .to_string()
+    }
+
+    fn mint(&self, claims: Value) -> String {
+        let mut c: JWTClaims<serde_json::Map<String, Value>> = Claims::with_custom_claims(claims.as_object().unwrap().clone(), Duration::from_secs(1));
+        c.issued_at = None;
+        c.expires_at = None;
+        c.invalid_before = None;
+        self.key.sign(c).unwrap()
+    }
+}
+
+fn claims() -> Value {
+    json!({"iss": "https://idp", "aud": "api", "sub": "u1", "client_id": "c1", "scope": "read write",
+           "iat": NOW - 10, "exp": NOW + 300, "roles": ["a", "b"]})
+}
+
+fn cfg_with(signer: &Signer, extra: Value) -> Config {
+    let mut doc = json!({
+        "providers": {"corp": {"issuer": "https://idp", "audiences": ["api"],
+            "local_jwks": {"inline_string": signer.jwks()},
+            "claim_to_headers": [{"header_name": "x-roles", "claim_name": "roles"}]}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        doc[k] = v.clone();
+    }
+    config::parse(doc.to_string().as_bytes(), &|_| None).unwrap()
+}
+
+fn req(path: &str, headers: &[(&str, &str)]) -> RequestView {
+    RequestView {
+        method: "GET".into(),
+        path: path.into(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
+        source: None,
+    }
+}
+
+fn run(cfg: &Config, state: &mut WorkerState, store: &MemStore, now_s: u64, r: RequestView) -> Step {
+    let mut ctx = Ctx { cfg, state, store, native: &NoNative, now_ms: now_s * 1000 };
+    start(&mut ctx, r)
+}
+
+fn decided(step: Step) -> Decision {
+    match step {
+        Step::Done(d) => d,
+        Step::Callout(p) => panic!("unexpected callout {:?}", p.fetch()),
+    }
+}
+
+fn status(d: &Decision) -> u16 {
+    match &d.action {
+        Action::Reply(r) => r.status,
+        Action::Continue(_) => 200,
+    }
+}
+
+fn mutations(d: &Decision) -> &Mutations {
+    match &d.action {
+        Action::Continue(m) => m,
+        Action::Reply(r) => panic!("rejected: {}", String::from_utf8_lossy(&r.body)),
+    }
+}
+
+fn set<'a>(m: &'a Mutations, name: &str) -> Option<&'a str> {
+    m.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn valid_token_allows_and_sets_identity_headers() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(&s, json!({}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let tok = s.mint(claims());
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/x", &[("authorization", &format!("Bearer {tok}")), ("x-portcullis-client", "evil")])));
+    let m = mutations(&d);
+    assert_eq!(set(m, "x-portcullis-client"), Some("c1"));
+    assert_eq!(set(m, "x-roles"), Some("a,b"));
+    assert!(m.remove.contains(&"authorization".to_string()), "credential not forwarded by default");
+    assert!(m.remove.contains(&"x-portcullis-client".to_string()));
+    assert!(m.remove.contains(&"x-roles".to_string()), "owned headers are removed before being set");
+    assert!(d.counters.contains(&Counter::JwtCacheMiss) && d.counters.contains(&Counter::CryptoPure));
+    assert_eq!(d.client.as_deref(), Some("c1"));
+}
+
+#[test]
+fn cache_hits_still_check_time() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(&s, json!({}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let h = format!("Bearer {}", s.mint(claims()));
+    decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &h)])));
+    let d = decided(run(&cfg, &mut st, &store, NOW + 1, req("/", &[("authorization", &h)])));
+    assert!(d.counters.contains(&Counter::JwtCacheHit));
+    assert_eq!(status(&d), 200);
+    // Past exp + skew (60 s): the cached entry no longer admits the token.
+    let d = decided(run(&cfg, &mut st, &store, NOW + 360, req("/", &[("authorization", &h)])));
+    assert!(d.counters.contains(&Counter::JwtCacheHit));
+    assert_eq!(d.reason, Some(Reason::TokenExpired));
+}
+
+#[test]
+fn any_requires_every_presented_credential_to_be_valid() {
+    let s = Signer::new("k1");
+    let key = json!({"from_headers": ["x-api-key"], "clients": [{"client_id": "p", "keys_sha256": [apikey::hash_hex("k")], "scopes": ["read"]}]});
+    let cfg = cfg_with(&s, json!({"api_keys": key}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let good = format!("Bearer {}", s.mint(claims()));
+    let mut bad_claims = claims();
+    bad_claims["aud"] = json!("other");
+    let bad = format!("Bearer {}", s.mint(bad_claims));
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("x-api-key", "k")])));
+    assert_eq!(set(mutations(&d), "x-portcullis-client"), Some("p"));
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("x-api-key", "k"), ("authorization", &bad)])));
+    assert_eq!(d.reason, Some(Reason::TokenAudience), "a bad token is not outweighed by a good key");
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("x-api-key", "k"), ("authorization", &good)])));
+    assert_eq!(set(mutations(&d), "x-portcullis-auth"), Some("jwt:corp,api_key"));
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[])));
+    assert_eq!(d.reason, Some(Reason::MissingCredentials));
+    let Action::Reply(r) = &d.action else { panic!() };
+    assert_eq!(r.headers.iter().filter(|(k, _)| k == "www-authenticate").count(), 2, "Bearer and ApiKey challenges");
+}
+
+#[test]
+fn all_requires_every_method_and_scopes_are_unioned() {
+    let s = Signer::new("k1");
+    let key = json!({"from_headers": ["x-api-key"], "clients": [{"client_id": "p", "keys_sha256": [apikey::hash_hex("k")], "scopes": ["admin"]}]});
+    let routes = json!([{"match": {"prefix": "/admin"}, "requires": {"all": ["corp", "api_key"]}, "scopes": ["admin", "write"]},
+                        {"match": {"prefix": "/open"}, "requires": "none"}]);
+    let cfg = cfg_with(&s, json!({"api_keys": key, "routes": routes}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let tok = format!("Bearer {}", s.mint(claims()));
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/admin", &[("authorization", &tok)])));
+    assert_eq!(d.reason, Some(Reason::MissingCredentials));
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/admin/x", &[("authorization", &tok), ("x-api-key", "k")])));
+    assert_eq!(status(&d), 200, "admin from the key + write from the token");
+    let mut ro = claims();
+    ro["scope"] = json!("read");
+    let ro = format!("Bearer {}", s.mint(ro));
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/admin", &[("authorization", &ro), ("x-api-key", "k")])));
+    assert_eq!(d.reason, Some(Reason::InsufficientScope));
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/open?x", &[("x-portcullis-auth", "forged")])));
+    assert_eq!(mutations(&d).remove, vec!["x-roles".to_string(), "x-portcullis-auth".to_string()]);
+}
+
+#[test]
+fn shadow_mode_lets_everything_through_with_the_verdict() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(&s, json!({"mode": "shadow"}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", "Bearer x.y.z")])));
+    let m = mutations(&d);
+    assert_eq!(set(m, "x-portcullis-decision"), Some("deny; reason=token_malformed"));
+    assert!(set(m, "x-portcullis-client").is_none());
+    assert!(d.counters.contains(&Counter::ShadowDenied(Reason::TokenMalformed)));
+    assert!(!m.remove.contains(&"authorization".to_string()), "unverified credentials are left alone");
+}
+
+fn remote_cfg(extra: Value) -> Config {
+    let mut doc = json!({"providers": {"corp": {"issuer": "https://idp", "audiences": ["api"],
+        "remote_jwks": {"http_uri": {"uri": "http://idp/jwks", "cluster": "idp"}, "unknown_kid_refresh_interval": "5s"}}}});
+    for (k, v) in extra.as_object().unwrap() {
+        doc[k] = v.clone();
+    }
+    config::parse(doc.to_string().as_bytes(), &|_| None).unwrap()
+}
+
+#[test]
+fn unknown_kid_waits_for_one_refresh_then_decides() {
+    let old = Signer::new("old");
+    let new = Signer::new("new");
+    let cfg = remote_cfg(json!({}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    // Warm up with the old set.
+    let f = st.keys.due_fetches(&cfg, &store, NOW * 1000).pop().unwrap();
+    let reply = Reply { status: Some(200), headers: vec![], body: old.jwks().into_bytes() };
+    st.keys.on_reply(&cfg, &store, &f, &reply, NOW * 1000);
+
+    let tok = format!("Bearer {}", new.mint(claims()));
+    let Step::Callout(p) = run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])) else { panic!("expected a refresh") };
+    assert_eq!(p.fetch().callout.path, "/jwks");
+    let reply = Reply { status: Some(200), headers: vec![], body: new.jwks().into_bytes() };
+    let mut ctx = Ctx { cfg: &cfg, state: &mut st, store: &store, native: &NoNative, now_ms: NOW * 1000 + 50 };
+    let d = decided(resume(&mut ctx, p, &reply));
+    assert_eq!(status(&d), 200);
+    assert!(d.counters.contains(&Counter::JwksUnknownKidRefresh) && d.counters.contains(&Counter::JwksFetchOk));
+
+    // Within the interval another unknown kid is decided at once, without a callout.
+    let other = Signer::new("other");
+    let d = decided(run(&cfg, &mut st, &store, NOW + 1, req("/", &[("authorization", &format!("Bearer {}", other.mint(claims())))])));
+    assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
+    // After it, a failed refresh ends in 401 unknown key (not 503: the set is still good).
+    let Step::Callout(p) = run(&cfg, &mut st, &store, NOW + 10, req("/", &[("authorization", &format!("Bearer {}", other.mint(claims())))])) else { panic!() };
+    let mut ctx = Ctx { cfg: &cfg, state: &mut st, store: &store, native: &NoNative, now_ms: (NOW + 11) * 1000 };
+    let d = decided(resume(&mut ctx, p, &Reply::default()));
+    assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
+    assert!(d.counters.contains(&Counter::JwksFetchFailed));
+}
+
+#[test]
+fn no_keys_yet_is_503_unless_dependency_down_is_anonymous() {
+    let s = Signer::new("k1");
+    let tok = format!("Bearer {}", s.mint(claims()));
+    let cfg = remote_cfg(json!({}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])));
+    let Action::Reply(r) = &d.action else { panic!() };
+    assert_eq!(r.status, 503);
+    assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v == "5"));
+
+    let routes = json!([{"match": {"prefix": "/open"}, "requires": "none"}]);
+    let cfg = remote_cfg(json!({"on_dependency_down": "anonymous", "routes": routes}));
+    let mut st = WorkerState::new(&cfg);
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])));
+    assert_eq!(d.reason, Some(Reason::MissingCredentials), "anonymous is not enough for a protected route");
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/open", &[("authorization", &tok)])));
+    assert_eq!(status(&d), 200);
+}
+
+#[test]
+fn issuer_selects_the_provider_when_sources_are_shared() {
+    let a = Signer::new("a");
+    let b = Signer::new("b");
+    let doc = json!({"providers": {
+        "one": {"issuer": "https://one", "local_jwks": {"inline_string": a.jwks()}},
+        "two": {"issuer": "https://two", "local_jwks": {"inline_string": b.jwks()}}}});
+    let cfg = config::parse(doc.to_string().as_bytes(), &|_| None).unwrap();
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let mut c = claims();
+    c["iss"] = json!("https://two");
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &format!("Bearer {}", b.mint(c.clone())))])));
+    assert_eq!(set(mutations(&d), "x-portcullis-auth"), Some("jwt:two"));
+    // Signed by one's key but claiming two's issuer: two's key set has no such key.
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &format!("Bearer {}", a.mint(c)))])));
+    assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
+}
