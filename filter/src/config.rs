@@ -503,19 +503,32 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError {
-            path,
-            message: if inner.is_syntax() || inner.is_eof() {
-                format!("configuration is not valid JSON: {inner}")
-            } else {
-                strip_position(&inner.to_string())
-            },
+        if inner.is_syntax() || inner.is_eof() {
+            // The line and column locate a syntax error; the path would only say "?".
+            return ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {inner}") };
         }
+        let path = if path == "." { String::new() } else { path };
+        let message = operator_message(&strip_position(&inner.to_string()));
+        if path.is_empty() && message == "must be a JSON object" {
+            return ConfigError { path, message: "configuration must be a JSON object".into() };
+        }
+        ConfigError { path, message }
     })?;
     de.end()
         .map_err(|e| ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {e}") })?;
     validate(raw, env)
+}
+
+/// Rewrites serde messages that would expose internal type names.
+fn operator_message(m: &str) -> String {
+    if m.contains("untagged enum RawRequires") {
+        return "must be \"none\" or an object {\"any\": [...]} or {\"all\": [...]} listing credential method names"
+            .into();
+    }
+    if m.contains("expected struct Raw") {
+        return "must be a JSON object".into();
+    }
+    m.to_string()
 }
 
 /// serde_json appends " at line L column C"; the path already says where.
@@ -596,7 +609,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 
     let mut providers = Vec::new();
     for (name, p) in raw.providers {
-        let path = format!("providers.{name}");
+        let path = if name.is_empty() { "providers[\"\"]".to_string() } else { format!("providers.{name}") };
         check_name(&path, &name)?;
         if RESERVED_METHOD_NAMES.contains(&name.as_str()) {
             return err(
@@ -687,6 +700,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 Some(out)
             }
         };
+        let explicit = r.requires.is_some();
         let requires = match r.requires {
             Some(req) => validate_requires(&format!("{path}.requires"), req, &ctx)?,
             None => default_requires.clone(),
@@ -695,7 +709,14 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             check_scope(&format!("{path}.scopes[{j}]"), s)?;
         }
         if !r.scopes.is_empty() && requires == Requires::None {
-            return err(format!("{path}.scopes"), "a route that requires \"none\" cannot require scopes");
+            return err(
+                format!("{path}.scopes"),
+                if explicit {
+                    "a route that requires \"none\" cannot require scopes"
+                } else {
+                    "this route requires no credential (no provider or api_keys is configured), so it cannot require scopes"
+                },
+            );
         }
         if let Some(p) = &r.plan {
             if !plans.contains_key(p) {
@@ -710,24 +731,27 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     }
 
     let mut owned_headers: Vec<String> = vec![];
+    let credential: Vec<&str> = credential_headers(&providers, api_keys.as_ref()).collect();
     for p in &providers {
+        let mut set_here: Vec<(String, &String)> = Vec::new();
         if let Some(h) = &p.forward_payload_header {
-            owned_headers.push(h.clone());
+            set_here.push((format!("providers.{}.forward_payload_header", p.name), h));
         }
-        for (h, _) in &p.claim_to_headers {
+        for (i, (h, _)) in p.claim_to_headers.iter().enumerate() {
+            set_here.push((format!("providers.{}.claim_to_headers[{i}].header_name", p.name), h));
+        }
+        for (path, h) in set_here {
+            if credential.contains(&h.as_str()) {
+                return err(path, format!("header {h:?} is also a credential source; Portcullis would overwrite it"));
+            }
+            if h.starts_with(OWNED_PREFIX) {
+                return err(path, format!("header names starting with {OWNED_PREFIX:?} are reserved for Portcullis"));
+            }
             owned_headers.push(h.clone());
         }
     }
     owned_headers.sort();
     owned_headers.dedup();
-    for h in &owned_headers {
-        if credential_headers(&providers, api_keys.as_ref()).any(|c| c == h) {
-            return err(
-                "claim_to_headers",
-                format!("header {h:?} is both a credential source and a header Portcullis sets"),
-            );
-        }
-    }
 
     Ok(Config {
         mode,
@@ -791,6 +815,9 @@ fn validate_requires(path: &str, raw: RawRequires, ctx: &MethodCtx) -> Result<Re
             let mut known: Vec<&str> = ctx.providers.iter().map(|p| p.name.as_str()).collect();
             if ctx.api_keys {
                 known.push("api_key");
+            }
+            if known.is_empty() {
+                return err(p, format!("unknown credential method {name:?} (no providers or api_keys are configured)"));
             }
             return err(p, format!("unknown credential method {name:?} (known: {})", known.join(", ")));
         };
@@ -955,9 +982,18 @@ fn validate_provider(
     let hmac_secret = match (p.hmac_secret, p.hmac_secret_env) {
         (None, None) => None,
         (a, b) => {
+            let from_env = b.clone();
             let s = secret(path, "hmac_secret", a, b, env)?;
             if s.len() < 32 {
-                return err(format!("{path}.hmac_secret"), "must be at least 32 bytes (RFC 7518 §3.2)");
+                return match from_env {
+                    Some(var) => err(
+                        format!("{path}.hmac_secret_env"),
+                        format!(
+                            "the value of VM environment variable {var:?} must be at least 32 bytes (RFC 7518 §3.2)"
+                        ),
+                    ),
+                    None => err(format!("{path}.hmac_secret"), "must be at least 32 bytes (RFC 7518 §3.2)"),
+                };
             }
             Some(s.into_bytes())
         }
@@ -1371,7 +1407,9 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if tail != "Z" && tail != "z" {
         return None;
     }
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] || h > 23 || mi > 59 || se > 60 {
         return None;
     }
     // Days from civil (Howard Hinnant's algorithm).

@@ -181,7 +181,7 @@ pub fn remove_cookie(header: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = header
         .split(';')
         .map(str::trim)
-        .filter(|p| !p.is_empty() && p.split_once('=').map_or(true, |(k, _)| k != name))
+        .filter(|p| !p.is_empty() && p.split_once('=').is_none_or(|(k, _)| k != name))
         .collect();
     if kept.is_empty() {
         None

@@ -3,7 +3,8 @@
 //! * Challenges follow RFC 6750 §3: no `error` attribute when no credential was sent,
 //!   `invalid_request` (400), `invalid_token` (401), `insufficient_scope` (403, with the
 //!   `scope` attribute listing what the route requires). API keys get their own `ApiKey`
-//!   challenge scheme.
+//!   challenge scheme; a bad key is reported there (`error="invalid_key"`), never as an
+//!   invalid bearer token.
 //! * Bodies are RFC 9457 `application/problem+json` with a stable `type` per reason
 //!   (`urn:portcullis:problem:<code>`), a title, the status and a generic `detail`: never
 //!   token contents, key ids from the request or upstream error text.
@@ -46,9 +47,17 @@ pub struct HttpResponse {
 /// Seconds a client is asked to wait after a 503 when nothing better is known.
 pub const DEFAULT_RETRY_AFTER: u64 = 5;
 
+fn is_api_key_reason(r: Reason) -> bool {
+    matches!(r, Reason::ApiKeyInvalid | Reason::ApiKeyDisabled)
+}
+
 fn bearer_challenge(realm: &str, rej: &Rejection) -> String {
     let r = rej.reason;
     let mut c = format!("Bearer realm=\"{realm}\"");
+    if is_api_key_reason(r) {
+        // The bearer side was not at fault: a plain challenge (RFC 6750 §3.1).
+        return c;
+    }
     let error = match r.status() {
         400 => Some("invalid_request"),
         403 if r == Reason::InsufficientScope => Some("insufficient_scope"),
@@ -77,7 +86,12 @@ pub fn render(rej: &Rejection, realm: &str) -> HttpResponse {
             headers.push(("www-authenticate".into(), bearer_challenge(realm, rej)));
         }
         if rej.challenges.api_key && status == 401 {
-            headers.push(("www-authenticate".into(), format!("ApiKey realm=\"{realm}\"")));
+            let c = if is_api_key_reason(r) {
+                format!("ApiKey realm=\"{realm}\", error=\"invalid_key\"")
+            } else {
+                format!("ApiKey realm=\"{realm}\"")
+            };
+            headers.push(("www-authenticate".into(), c));
         }
     }
     if matches!(status, 429 | 503) {
@@ -135,6 +149,16 @@ mod tests {
         }
         let r = render(&Rejection::new(Reason::KeysUnavailable, bearer), "p");
         assert_eq!(hdr(&r, "retry-after"), vec!["5"]);
+    }
+
+    #[test]
+    fn bad_api_key_is_reported_on_its_own_scheme() {
+        let r = render(&Rejection::new(Reason::ApiKeyInvalid, BOTH), "p");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            hdr(&r, "www-authenticate"),
+            vec!["Bearer realm=\"p\"", "ApiKey realm=\"p\", error=\"invalid_key\""]
+        );
     }
 
     #[test]

@@ -8,4 +8,5 @@
 pub mod envoy;
 pub mod http;
 pub mod idp;
+pub mod oidc;
 pub mod upstream;

@@ -121,7 +121,9 @@ fn responses_follow_rfc6750_and_rfc9457() {
     let expired = idp.mint(Alg::RS256, "rsa-a", expired_claims);
 
     // Two tokens → 400 invalid_request.
-    let r = http::get(&envoy.url(&format!("/orders?access_token={good}")), &[("authorization", &format!("Bearer {good}"))]).unwrap();
+    let r =
+        http::get(&envoy.url(&format!("/orders?access_token={good}")), &[("authorization", &format!("Bearer {good}"))])
+            .unwrap();
     assert_eq!(r.status, 400);
     assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_request\""));
     assert_eq!(r.json()["type"], "urn:portcullis:problem:multiple_credentials");
@@ -202,7 +204,7 @@ fn api_keys_from_header_and_query_are_hidden() {
     assert_eq!(r.json()["path"], "/orders?a=1");
     let r = http::get(&envoy.url("/orders"), &[("x-api-key", "wrong")]).unwrap();
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("ApiKey realm=\"portcullis\""));
+    assert_eq!(r.header("www-authenticate"), Some("ApiKey realm=\"portcullis\", error=\"invalid_key\""));
     let r = http::get(&envoy.url("/orders"), &[("x-api-key", "old-key")]).unwrap();
     assert_eq!(r.status, 401);
     let r = http::get(&envoy.url("/write"), &[("x-api-key", "secret-key-1")]).unwrap();

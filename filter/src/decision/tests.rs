@@ -28,7 +28,8 @@ impl Signer {
     }
 
     fn mint(&self, claims: Value) -> String {
-        let mut c: JWTClaims<serde_json::Map<String, Value>> = Claims::with_custom_claims(claims.as_object().unwrap().clone(), Duration::from_secs(1));
+        let mut c: JWTClaims<serde_json::Map<String, Value>> =
+            Claims::with_custom_claims(claims.as_object().unwrap().clone(), Duration::from_secs(1));
         c.issued_at = None;
         c.expires_at = None;
         c.invalid_before = None;
@@ -98,7 +99,13 @@ fn valid_token_allows_and_sets_identity_headers() {
     let cfg = cfg_with(&s, json!({}));
     let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
     let tok = s.mint(claims());
-    let d = decided(run(&cfg, &mut st, &store, NOW, req("/x", &[("authorization", &format!("Bearer {tok}")), ("x-portcullis-client", "evil")])));
+    let d = decided(run(
+        &cfg,
+        &mut st,
+        &store,
+        NOW,
+        req("/x", &[("authorization", &format!("Bearer {tok}")), ("x-portcullis-client", "evil")]),
+    ));
     let m = mutations(&d);
     assert_eq!(set(m, "x-portcullis-client"), Some("c1"));
     assert_eq!(set(m, "x-roles"), Some("a,b"));
@@ -203,7 +210,9 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
     st.keys.on_reply(&cfg, &store, &f, &reply, NOW * 1000);
 
     let tok = format!("Bearer {}", new.mint(claims()));
-    let Step::Callout(p) = run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])) else { panic!("expected a refresh") };
+    let Step::Callout(p) = run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])) else {
+        panic!("expected a refresh")
+    };
     assert_eq!(p.fetch().callout.path, "/jwks");
     let reply = Reply { status: Some(200), headers: vec![], body: new.jwks().into_bytes() };
     let mut ctx = Ctx { cfg: &cfg, state: &mut st, store: &store, native: &NoNative, now_ms: NOW * 1000 + 50 };
@@ -213,10 +222,24 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
 
     // Within the interval another unknown kid is decided at once, without a callout.
     let other = Signer::new("other");
-    let d = decided(run(&cfg, &mut st, &store, NOW + 1, req("/", &[("authorization", &format!("Bearer {}", other.mint(claims())))])));
+    let d = decided(run(
+        &cfg,
+        &mut st,
+        &store,
+        NOW + 1,
+        req("/", &[("authorization", &format!("Bearer {}", other.mint(claims())))]),
+    ));
     assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
     // After it, a failed refresh ends in 401 unknown key (not 503: the set is still good).
-    let Step::Callout(p) = run(&cfg, &mut st, &store, NOW + 10, req("/", &[("authorization", &format!("Bearer {}", other.mint(claims())))])) else { panic!() };
+    let Step::Callout(p) = run(
+        &cfg,
+        &mut st,
+        &store,
+        NOW + 10,
+        req("/", &[("authorization", &format!("Bearer {}", other.mint(claims())))]),
+    ) else {
+        panic!()
+    };
     let mut ctx = Ctx { cfg: &cfg, state: &mut st, store: &store, native: &NoNative, now_ms: (NOW + 11) * 1000 };
     let d = decided(resume(&mut ctx, p, &Reply::default()));
     assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
@@ -254,7 +277,13 @@ fn issuer_selects_the_provider_when_sources_are_shared() {
     let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
     let mut c = claims();
     c["iss"] = json!("https://two");
-    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &format!("Bearer {}", b.mint(c.clone())))])));
+    let d = decided(run(
+        &cfg,
+        &mut st,
+        &store,
+        NOW,
+        req("/", &[("authorization", &format!("Bearer {}", b.mint(c.clone())))]),
+    ));
     assert_eq!(set(mutations(&d), "x-portcullis-auth"), Some("jwt:two"));
     // Signed by one's key but claiming two's issuer: two's key set has no such key.
     let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &format!("Bearer {}", a.mint(c)))])));

@@ -106,7 +106,10 @@ fn discovery_then_jwks() {
     assert_eq!(f.callout.path, "/realms/x/.well-known/openid-configuration");
     let doc = r#"{"issuer":"https://idp.example.com/realms/x","jwks_uri":"https://keys.example.com/certs"}"#;
     let Fetched::Next(next) = w.on_reply(&cfg, &store, &f, &ok(doc), 10) else { panic!("expected the jwks step") };
-    assert_eq!((next.stage, next.callout.authority.as_str(), next.callout.path.as_str()), (Stage::Jwks, "keys.example.com", "/certs"));
+    assert_eq!(
+        (next.stage, next.callout.authority.as_str(), next.callout.path.as_str()),
+        (Stage::Jwks, "keys.example.com", "/certs")
+    );
     assert!(next.leased);
     assert!(matches!(w.on_reply(&cfg, &store, &next, &ok(JWKS), 20), Fetched::Published { .. }));
     // Another worker learns the jwks_uri from the shared record and refreshes directly.
