@@ -249,6 +249,10 @@ struct RawRateLimit {
     #[serde(default)]
     plans: BTreeMap<String, RawPlan>,
     default_plan: Option<String>,
+    max_clients: Option<u64>,
+    #[serde(default)]
+    headers: bool,
+    plan_claim: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -460,6 +464,17 @@ pub struct Plan {
     pub burst: u64,
 }
 
+/// Rate-limit settings beyond the plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Slots in the shared bucket table (the memory bound).
+    pub max_clients: u64,
+    /// Send `RateLimit-Policy` / `RateLimit` headers.
+    pub headers: bool,
+    /// A JWT claim naming the caller's plan.
+    pub plan_claim: Option<ClaimPath>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -469,6 +484,8 @@ pub struct Config {
     pub api_keys: Option<ApiKeys>,
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
+    /// Set when `rate_limit` is configured.
+    pub rate_limit: Option<RateLimitSettings>,
     pub routes: Vec<Route>,
     pub default_requires: Requires,
     pub on_dependency_down: DependencyDown,
@@ -574,6 +591,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     // Rate-limit plans come first: API-key clients and routes refer to them.
     let mut plans = BTreeMap::new();
     let mut default_plan = None;
+    let mut rate_limit = None;
     if let Some(rl) = raw.rate_limit {
         for (name, p) in rl.plans {
             let path = format!("rate_limit.plans.{name}");
@@ -582,8 +600,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 return err(format!("{path}.requests"), "must be at least 1");
             }
             let per_ms = dur(&format!("{path}.per"), &p.per)?;
-            if per_ms < 1000 {
-                return err(format!("{path}.per"), "must be at least 1s");
+            if per_ms < 1000 || per_ms > 86_400_000 {
+                return err(format!("{path}.per"), "must be between 1s and 86400s");
             }
             let burst = p.burst.unwrap_or(p.requests);
             if burst == 0 {
@@ -600,11 +618,18 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             }
             default_plan = Some(dp);
         }
-        let _ = (&plans, &default_plan);
-        return err(
-            "rate_limit",
-            "rate limiting is not available in this build yet (see README \"Status\"); remove it rather than run without the limits you configured",
-        );
+        if plans.is_empty() {
+            return err("rate_limit.plans", "must define at least one plan");
+        }
+        let max_clients = rl.max_clients.unwrap_or(65_536);
+        if !(16..=4_194_304).contains(&max_clients) {
+            return err("rate_limit.max_clients", "must be between 16 and 4194304");
+        }
+        let plan_claim = match rl.plan_claim {
+            None => None,
+            Some(c) => Some(claim_path("rate_limit.plan_claim", &c)?),
+        };
+        rate_limit = Some(RateLimitSettings { max_clients, headers: rl.headers, plan_claim });
     }
 
     let mut providers = Vec::new();
@@ -760,6 +785,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         api_keys,
         plans,
         default_plan,
+        rate_limit,
         routes,
         default_requires,
         on_dependency_down,

@@ -35,6 +35,7 @@ use crate::crypto::{NativeVerifier, Path};
 use crate::jwt::{self, Verified};
 use crate::keys::{Availability, Fetch, Fetched, Keys};
 use crate::policy;
+use crate::ratelimit;
 use crate::reason::Reason;
 use crate::request::{self, ExtractError, Found, RequestView};
 use crate::response::{self, Challenges, HttpResponse, Rejection};
@@ -81,6 +82,8 @@ pub struct Mutations {
     pub path: Option<String>,
     /// Filter-state entries for other filters (name, JSON).
     pub filter_state: Vec<(String, String)>,
+    /// Headers to add to the upstream's response (rate-limit headers).
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// What the host must do.
@@ -194,8 +197,8 @@ fn evaluate(
     let cfg = ctx.cfg;
     let matched = policy::route(cfg, &req.method, req.path_only());
     let requires = matched.requires();
-    let (methods, all) = match requires {
-        Requires::None => return Ok(Ok(Allowed { mutations: base_mutations(cfg, req), client: None })),
+    let (methods, all): (&[Method], bool) = match requires {
+        Requires::None => (&[], false),
         Requires::Any(m) => (m, false),
         Requires::All(m) => (m, true),
     };
@@ -240,7 +243,7 @@ fn evaluate(
         }
         return Ok(Err(rej));
     }
-    if identities.is_empty() || (all && missing) {
+    if !methods.is_empty() && (identities.is_empty() || (all && missing)) {
         return Ok(Err(reject(Reason::MissingCredentials)));
     }
 
@@ -252,8 +255,54 @@ fn evaluate(
         return Ok(Err(rej));
     }
 
-    let mut mutations = base_mutations(cfg, req);
     let client = identities.iter().find_map(|i| i.client_id.clone());
+    let mut response_headers = Vec::new();
+    if let Some(rl) = &cfg.rate_limit {
+        let route_plan = match matched {
+            policy::Matched::Route(_, r) => r.plan.as_deref(),
+            policy::Matched::Default(_) => None,
+        };
+        let client_plan = identities.iter().find_map(|i| match i.method {
+            Method::ApiKey => cfg
+                .api_keys
+                .as_ref()
+                .and_then(|a| a.clients.iter().find(|c| Some(&c.client_id) == i.client_id.as_ref()))
+                .and_then(|c| c.plan.as_deref()),
+            Method::Provider(_) => None,
+        });
+        let claim_plan = rl.plan_claim.as_ref().and_then(|path| {
+            identities
+                .iter()
+                .find_map(|i| i.verified.as_ref().and_then(|v| jwt::claim(&v.claims, path)).and_then(|c| c.as_str()))
+        });
+        if let Some((plan_name, plan)) = ratelimit::plan_for(cfg, route_plan, client_plan, claim_plan) {
+            let who = match &client {
+                Some(c) => format!("client:{c}"),
+                None => format!("addr:{}", req.source.as_deref().map(ratelimit::client_ip).unwrap_or("unknown")),
+            };
+            let cost = match matched {
+                policy::Matched::Route(_, r) => r.cost,
+                policy::Matched::Default(_) => 1,
+            };
+            match ratelimit::check(ctx.store, rl.max_clients, rl.headers, &who, plan_name, plan, cost, ctx.now_ms) {
+                ratelimit::Checked::Allowed(h) => response_headers = h,
+                ratelimit::Checked::Limited { retry_after, headers, why } => {
+                    match why {
+                        ratelimit::Why::TableFull => counters.push(Counter::RateLimitTableFull),
+                        ratelimit::Why::Contended => counters.push(Counter::RateLimitContended),
+                        ratelimit::Why::Exhausted => {}
+                    }
+                    let mut rej = Rejection::new(Reason::RateLimited, challenges);
+                    rej.retry_after = Some(retry_after);
+                    rej.extra_headers = headers;
+                    return Ok(Err(rej));
+                }
+            }
+        }
+    }
+
+    let mut mutations = base_mutations(cfg, req);
+    mutations.response_headers = response_headers;
     let mut path = req.path.clone();
     let mut method_names = Vec::new();
     for id in &identities {
@@ -297,7 +346,9 @@ fn evaluate(
             mutations.set.push((config::CLIENT_HEADER.into(), c.clone()));
         }
     }
-    mutations.set.push((config::METHOD_HEADER.into(), method_names.join(",")));
+    if !method_names.is_empty() {
+        mutations.set.push((config::METHOD_HEADER.into(), method_names.join(",")));
+    }
     Ok(Ok(Allowed { mutations, client }))
 }
 

@@ -50,6 +50,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod policy;
+pub mod ratelimit;
 pub mod reason;
 pub mod request;
 pub mod response;

@@ -46,6 +46,8 @@ pub enum Reason {
     ApiKeyDisabled,
     /// Authenticated, but the route requires scopes the caller does not have.
     InsufficientScope,
+    /// The client's rate limit is exhausted (or its bucket could not be updated).
+    RateLimited,
     /// The key set is not available (never fetched, or stale beyond `max_stale`).
     KeysUnavailable,
     /// An internal invariant failed; the request is refused rather than let through.
@@ -54,7 +56,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -74,6 +76,7 @@ impl Reason {
         Reason::ApiKeyInvalid,
         Reason::ApiKeyDisabled,
         Reason::InsufficientScope,
+        Reason::RateLimited,
         Reason::KeysUnavailable,
         Reason::Internal,
     ];
@@ -100,6 +103,7 @@ impl Reason {
             Reason::ApiKeyInvalid => "api_key_invalid",
             Reason::ApiKeyDisabled => "api_key_disabled",
             Reason::InsufficientScope => "insufficient_scope",
+            Reason::RateLimited => "rate_limited",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::Internal => "internal",
         }
@@ -111,6 +115,7 @@ impl Reason {
             Reason::MissingCredentials => 401,
             Reason::MalformedRequest | Reason::MultipleCredentials => 400,
             Reason::InsufficientScope => 403,
+            Reason::RateLimited => 429,
             Reason::KeysUnavailable => 503,
             Reason::Internal => 500,
             _ => 401,
@@ -129,6 +134,7 @@ impl Reason {
     pub fn severity(self) -> u8 {
         match self.status() {
             503 | 500 => 4,
+            429 => 2,
             400 => 3,
             403 => 2,
             401 if self == Reason::MissingCredentials => 0,
@@ -146,6 +152,7 @@ impl Reason {
             Reason::TokenExpired => "Token expired",
             Reason::ApiKeyInvalid | Reason::ApiKeyDisabled => "Invalid API key",
             Reason::InsufficientScope => "Insufficient scope",
+            Reason::RateLimited => "Too many requests",
             Reason::KeysUnavailable => "Authentication temporarily unavailable",
             Reason::Internal => "Internal error",
             _ => "Invalid token",
@@ -174,6 +181,7 @@ impl Reason {
             Reason::ApiKeyInvalid => "The API key is not valid.",
             Reason::ApiKeyDisabled => "The API key is not valid.",
             Reason::InsufficientScope => "The credential lacks a scope this resource requires.",
+            Reason::RateLimited => "The request rate limit for this client is exhausted; retry later.",
             Reason::KeysUnavailable => "Credentials cannot be verified right now; retry later.",
             Reason::Internal => "The request could not be evaluated.",
         }

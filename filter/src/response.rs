@@ -28,11 +28,13 @@ pub struct Rejection {
     pub scopes: Vec<String>,
     /// Seconds for `Retry-After` (429, 503).
     pub retry_after: Option<u64>,
+    /// Further headers (rate-limit headers on a 429).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl Rejection {
     pub fn new(reason: Reason, challenges: Challenges) -> Self {
-        Rejection { reason, challenges, scopes: Vec::new(), retry_after: None }
+        Rejection { reason, challenges, scopes: Vec::new(), retry_after: None, extra_headers: Vec::new() }
     }
 }
 
@@ -97,6 +99,7 @@ pub fn render(rej: &Rejection, realm: &str) -> HttpResponse {
     if matches!(status, 429 | 503) {
         headers.push(("retry-after".into(), rej.retry_after.unwrap_or(DEFAULT_RETRY_AFTER).to_string()));
     }
+    headers.extend(rej.extra_headers.iter().cloned());
     let mut body = serde_json::json!({
         "type": format!("urn:portcullis:problem:{}", r.code()),
         "title": r.title(),

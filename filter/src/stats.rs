@@ -24,6 +24,10 @@ pub enum Counter {
     JwksFetchFailed,
     /// A request met an unknown `kid` and triggered an early refresh.
     JwksUnknownKidRefresh,
+    /// Rate limiting: refused because the bucket table had no free slot for the client.
+    RateLimitTableFull,
+    /// Rate limiting: refused because the CAS retries ran out.
+    RateLimitContended,
 }
 
 impl Counter {
@@ -39,6 +43,8 @@ impl Counter {
             Counter::JwksFetchOk,
             Counter::JwksFetchFailed,
             Counter::JwksUnknownKidRefresh,
+            Counter::RateLimitTableFull,
+            Counter::RateLimitContended,
         ];
         for r in Reason::ALL {
             v.push(Counter::Denied(r));
@@ -61,6 +67,8 @@ impl Counter {
             Counter::JwksFetchOk => "portcullis.jwks.fetch_ok".into(),
             Counter::JwksFetchFailed => "portcullis.jwks.fetch_failed".into(),
             Counter::JwksUnknownKidRefresh => "portcullis.jwks.unknown_kid_refresh".into(),
+            Counter::RateLimitTableFull => "portcullis.ratelimit.table_full".into(),
+            Counter::RateLimitContended => "portcullis.ratelimit.contended".into(),
         }
     }
 }

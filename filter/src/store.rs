@@ -51,6 +51,17 @@ pub struct MemStore {
     map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
 }
 
+impl MemStore {
+    /// Number of keys held (the memory bound tests count these).
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.borrow().is_empty()
+    }
+}
+
 impl SharedStore for MemStore {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
         match self.map.borrow().get(key) {

@@ -435,20 +435,23 @@ const INVALID: &[(&str, &str)] = &[
         r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/auth","registered_at":"2026-03-01T00:00:00Z"}]}}"#,
         "password_grant: the password grant is not available in this build yet (see README \"Status\")",
     ),
-    // Rate limits: plans validated first, then "not in this build".
+    // Rate limits.
     (
         r#"{"rate_limit":{"plans":{"free":{"requests":0,"per":"60s"}}}}"#,
         "rate_limit.plans.free.requests: must be at least 1",
     ),
-    (r#"{"rate_limit":{"plans":{"free":{"requests":100,"per":"0.5s"}}}}"#, "rate_limit.plans.free.per: must be at least 1s"),
+    (r#"{"rate_limit":{"plans":{"free":{"requests":100,"per":"0.5s"}}}}"#, "rate_limit.plans.free.per: must be between 1s and 86400s"),
+    (r#"{"rate_limit":{"plans":{"free":{"requests":100,"per":"90000s"}}}}"#, "rate_limit.plans.free.per: must be between 1s and 86400s"),
+    (r#"{"rate_limit":{"plans":{}}}"#, "rate_limit.plans: must define at least one plan"),
+    (r#"{"rate_limit":{"plans":{"free":{"requests":1,"per":"1s","burst":0}}}}"#, "rate_limit.plans.free.burst: must be at least 1"),
+    (r#"{"rate_limit":{"plans":{"free":{"requests":1,"per":"1s"}},"max_clients":8}}"#, "rate_limit.max_clients: must be between 16 and 4194304"),
+    (
+        r#"{"rate_limit":{"plans":{"free":{"requests":1,"per":"1s"}},"plan_claim":"a..b"}}"#,
+        "rate_limit.plan_claim: \"a..b\" is not a claim name (use dots for nested claims, like \"realm_access.roles\")",
+    ),
     (
         r#"{"rate_limit":{"plans":{"free":{"requests":100,"per":"60s"}},"default_plan":"gold"}}"#,
         "rate_limit.default_plan: unknown plan \"gold\" (rate_limit.plans has: free)",
-    ),
-    (
-        r#"{"rate_limit":{"plans":{"free":{"requests":100,"per":"60s"}},"default_plan":"free"}}"#,
-        "rate_limit: rate limiting is not available in this build yet (see README \"Status\"); remove it rather than \
-         run without the limits you configured",
     ),
     // Events: shape errors first, then "not in this build".
     (r#"{"events":{"batch_size":0}}"#, "events.batch_size: must be between 1 and 10000"),

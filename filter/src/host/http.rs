@@ -20,15 +20,21 @@ use crate::response::{self, Challenges, Rejection};
 pub(crate) struct Http {
     shared: Option<Rc<Shared>>,
     pending: Option<(u32, Pending)>,
+    /// Headers to add to the response (rate-limit headers), set when the request was allowed.
+    response_headers: Vec<(String, String)>,
 }
 
 impl Http {
     pub fn new(shared: Option<Rc<Shared>>) -> Self {
-        Http { shared, pending: None }
+        Http { shared, pending: None, response_headers: Vec::new() }
     }
 
-    fn collect(&self) -> RequestView {
+    fn collect(&self, cfg: &crate::config::Config) -> RequestView {
         let mut view = RequestView::default();
+        if cfg.rate_limit.is_some() {
+            // Only needed to key anonymous clients: one host call, only when limits exist.
+            view.source = self.get_property(vec!["source", "address"]).and_then(|b| String::from_utf8(b).ok());
+        }
         let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
         view.headers.reserve(pairs.len());
         for (name, value) in pairs {
@@ -87,6 +93,7 @@ impl Http {
                 for (name, json) in &m.filter_state {
                     self.set_property(vec![name.as_str()], Some(json.as_bytes()));
                 }
+                self.response_headers = m.response_headers;
                 if let Some(r) = d.reason {
                     log(LogLevel::Debug, &format!("shadow: would deny, reason={}", r.code()));
                 }
@@ -138,7 +145,7 @@ impl HttpContext for Http {
             self.send_http_response(500, headers, Some(&resp.body));
             return Action::Pause;
         };
-        let view = self.collect();
+        let view = self.collect(&shared.cfg);
         let step = {
             let mut st = shared.state.borrow_mut();
             let mut ctx = Ctx {
@@ -151,5 +158,12 @@ impl HttpContext for Http {
             decision::start(&mut ctx, view)
         };
         self.drive(&shared, step)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in std::mem::take(&mut self.response_headers) {
+            self.set_http_response_header(&name, Some(&value));
+        }
+        Action::Continue
     }
 }
