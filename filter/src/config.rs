@@ -600,7 +600,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 return err(format!("{path}.requests"), "must be at least 1");
             }
             let per_ms = dur(&format!("{path}.per"), &p.per)?;
-            if per_ms < 1000 || per_ms > 86_400_000 {
+            if !(1000..=86_400_000).contains(&per_ms) {
                 return err(format!("{path}.per"), "must be between 1s and 86400s");
             }
             let burst = p.burst.unwrap_or(p.requests);

@@ -94,10 +94,12 @@ pub fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, Reason> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(Reason::TokenMalformed),
     };
-    if let Some(t) = header.get("typ") {
-        if !t.is_string() {
-            return Err(Reason::TokenMalformed);
-        }
+    match header.get("typ") {
+        None => {}
+        // A JWT's media type (RFC 7519 §5.1, RFC 9068 §2.1 `at+jwt`); anything else is a
+        // different kind of JWS that must not be accepted as an access token.
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("JWT") || t.to_ascii_lowercase().ends_with("+jwt") => {}
+        Some(_) => return Err(Reason::TokenMalformed),
     }
     if s.is_empty() {
         // "header.payload." is an unsecured JWS (alg none); any alg claiming otherwise is lying.
@@ -129,6 +131,18 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
 /// Checks `exp`, `nbf`, `iat`, `max_lifetime`, `iss` and `aud` at `now` (Unix seconds).
 /// Returns `exp`.
 pub fn check_claims(claims: &Map<String, Value>, provider: &Provider, now: u64) -> Result<Option<u64>, Reason> {
+    // Registered claims have fixed types (RFC 7519 §4.1): a token that gets them wrong is
+    // refused whatever the provider checks, so every verification path agrees on it.
+    for name in ["iss", "sub", "jti"] {
+        if claims.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(Reason::TokenClaims);
+        }
+    }
+    match claims.get("aud") {
+        None | Some(Value::String(_)) => {}
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
+        Some(_) => return Err(Reason::TokenClaims),
+    }
     let exp = numeric_date(claims, "exp")?;
     let nbf = numeric_date(claims, "nbf")?;
     let iat = numeric_date(claims, "iat")?;

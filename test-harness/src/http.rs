@@ -660,6 +660,37 @@ fn write_response<W: Write>(writer: &mut W, method: &str, answer: &ServerRespons
     writer.flush()
 }
 
+/// A persistent HTTP/1.1 connection for load-style tests (many requests, one connection).
+pub struct KeepAlive {
+    reader: BufReader<TcpStream>,
+    authority: String,
+}
+
+impl KeepAlive {
+    /// Connects to `http://host:port` (any path in the URL is ignored).
+    pub fn connect(url: &str) -> io::Result<KeepAlive> {
+        let (authority, _) = split_url(url)?;
+        let stream = connect(authority)?;
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(KeepAlive { reader: BufReader::new(stream), authority: authority.to_string() })
+    }
+
+    /// Sends a GET on the open connection and reads the answer.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> io::Result<Response> {
+        let mut raw = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.authority);
+        for (k, v) in headers {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(raw.as_bytes())?;
+        stream.flush()?;
+        read_response(&mut self.reader, false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,36 +812,5 @@ mod tests {
         assert_eq!(encoded, "user+name=p%26ss%3D%C3%A9");
         assert_eq!(form_decode(&encoded)[0].1, "p&ss=é");
         assert_eq!(basic_auth("gateway", "gateway-secret"), "Basic Z2F0ZXdheTpnYXRld2F5LXNlY3JldA==");
-    }
-}
-
-/// A persistent HTTP/1.1 connection for load-style tests (many requests, one connection).
-pub struct KeepAlive {
-    reader: BufReader<TcpStream>,
-    authority: String,
-}
-
-impl KeepAlive {
-    /// Connects to `http://host:port` (any path in the URL is ignored).
-    pub fn connect(url: &str) -> io::Result<KeepAlive> {
-        let (authority, _) = split_url(url)?;
-        let stream = connect(authority)?;
-        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        Ok(KeepAlive { reader: BufReader::new(stream), authority: authority.to_string() })
-    }
-
-    /// Sends a GET on the open connection and reads the answer.
-    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> io::Result<Response> {
-        let mut raw = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.authority);
-        for (k, v) in headers {
-            raw.push_str(&format!("{k}: {v}\r\n"));
-        }
-        raw.push_str("\r\n");
-        let stream = self.reader.get_mut();
-        stream.write_all(raw.as_bytes())?;
-        stream.flush()?;
-        read_response(&mut self.reader, false)
     }
 }
