@@ -261,6 +261,15 @@ struct RawPlan {
     requests: u64,
     per: String,
     burst: Option<u64>,
+    global: Option<RawGlobal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobal {
+    cluster: String,
+    domain: String,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,12 +465,23 @@ pub struct Route {
     pub cost: u64,
 }
 
-/// A rate-limit plan: `requests` per `per_ms`, bursting to `burst`.
+/// A rate-limit plan: `requests` per `per_ms`, bursting to `burst`; enforced by the local
+/// shared table, or by a rate limit service when `global` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub requests: u64,
     pub per_ms: u64,
     pub burst: u64,
+    pub global: Option<GlobalLimit>,
+}
+
+/// A plan enforced by Envoy's rate limit service protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalLimit {
+    /// Envoy cluster (HTTP/2) of the rate limit service.
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
 }
 
 /// Rate-limit settings beyond the plans.
@@ -610,7 +630,23 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             if burst > 1_000_000_000 || p.requests > 1_000_000_000 {
                 return err(path, "requests and burst must be at most 1000000000");
             }
-            plans.insert(name, Plan { requests: p.requests, per_ms, burst });
+            let global = match p.global {
+                None => None,
+                Some(g) => {
+                    if g.cluster.is_empty() {
+                        return err(
+                            format!("{path}.global.cluster"),
+                            "must name the Envoy cluster (HTTP/2) of the rate limit service",
+                        );
+                    }
+                    if g.domain.is_empty() {
+                        return err(format!("{path}.global.domain"), "must not be empty");
+                    }
+                    let timeout_ms = positive_dur(&format!("{path}.global.timeout"), g.timeout.as_deref(), 500)?;
+                    Some(GlobalLimit { cluster: g.cluster, domain: g.domain, timeout_ms })
+                }
+            };
+            plans.insert(name, Plan { requests: p.requests, per_ms, burst, global });
         }
         if let Some(dp) = rl.default_plan {
             if !plans.contains_key(&dp) {

@@ -109,15 +109,46 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct Pending {
     request: RequestView,
-    fetch: Fetch,
+    waiting: Waiting,
     counters: Vec<Counter>,
+    progress: Progress,
+}
+
+/// What a paused request waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// An early key-set refresh after an unknown `kid`.
+    Keys(Fetch),
+    /// A global rate-limit decision (gRPC `ShouldRateLimit`).
+    Global(GlobalCall),
+}
+
+/// A gRPC call to the rate limit service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalCall {
+    pub cluster: String,
+    pub message: Vec<u8>,
+    pub timeout_ms: u64,
 }
 
 impl Pending {
-    /// The fetch this request waits for.
-    pub fn fetch(&self) -> &Fetch {
-        &self.fetch
+    /// What this request waits for (the host dispatches it).
+    pub fn waiting(&self) -> &Waiting {
+        &self.waiting
     }
+}
+
+/// What earlier callouts of this request established.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    may_refresh: bool,
+    global: Option<ratelimit::global::Verdict>,
+}
+
+/// Why evaluation must pause.
+enum Need {
+    Refresh(usize),
+    Global(GlobalCall),
 }
 
 /// One step of the pipeline.
@@ -146,37 +177,60 @@ enum MethodResult {
 
 /// Starts evaluating a request.
 pub fn start(ctx: &mut Ctx, req: RequestView) -> Step {
-    let mut counters = vec![Counter::Requests];
-    match evaluate(ctx, &req, true, &mut counters) {
-        Ok(d) => Step::Done(finish(ctx.cfg, &req, d, counters)),
-        Err(provider) => match ctx.state.keys.early_refresh(ctx.cfg, ctx.store, provider, ctx.now_ms) {
-            Some(fetch) => {
-                counters.push(Counter::JwksUnknownKidRefresh);
-                Step::Callout(Pending { request: req, fetch, counters })
-            }
-            None => {
-                let d = evaluate(ctx, &req, false, &mut counters)
-                    .unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
-                Step::Done(finish(ctx.cfg, &req, d, counters))
-            }
-        },
-    }
+    step(ctx, req, Progress { may_refresh: true, global: None }, vec![Counter::Requests])
 }
 
-/// Resumes a request with the reply to its callout.
+/// Resumes a request with the reply to its callout (for gRPC: status `Some(200)` when the
+/// call succeeded, with the response message as the body).
 pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
-    let Pending { request, fetch, mut counters } = pending;
-    match ctx.state.keys.on_reply(ctx.cfg, ctx.store, &fetch, reply, ctx.now_ms) {
-        Fetched::Next(next) => return Step::Callout(Pending { request, fetch: next, counters }),
-        Fetched::Published { .. } => {
-            ctx.state.cache.clear();
-            counters.push(Counter::JwksFetchOk);
+    let Pending { request, waiting, mut counters, mut progress } = pending;
+    match waiting {
+        Waiting::Keys(fetch) => {
+            match ctx.state.keys.on_reply(ctx.cfg, ctx.store, &fetch, reply, ctx.now_ms) {
+                Fetched::Next(next) => {
+                    return Step::Callout(Pending { request, waiting: Waiting::Keys(next), counters, progress })
+                }
+                Fetched::Published { .. } => {
+                    ctx.state.cache.clear();
+                    counters.push(Counter::JwksFetchOk);
+                }
+                Fetched::Failed(_) => counters.push(Counter::JwksFetchFailed),
+            }
+            progress.may_refresh = false;
         }
-        Fetched::Failed(_) => counters.push(Counter::JwksFetchFailed),
+        Waiting::Global(_) => {
+            let verdict = match reply.status {
+                Some(200) => ratelimit::global::parse(&reply.body),
+                _ => ratelimit::global::Verdict::Failed,
+            };
+            if verdict == ratelimit::global::Verdict::Failed {
+                counters.push(Counter::RateLimitGlobalFailed);
+            }
+            progress.global = Some(verdict);
+        }
     }
-    let d = evaluate(ctx, &request, false, &mut counters)
-        .unwrap_or_else(|_| Err(Rejection::new(Reason::Internal, Challenges::default())));
-    Step::Done(finish(ctx.cfg, &request, d, counters))
+    step(ctx, request, progress, counters)
+}
+
+fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: Vec<Counter>) -> Step {
+    // At most: one refresh, then one global call; each pass below ends or pauses.
+    for _ in 0..3 {
+        match evaluate(ctx, &req, &progress, &mut counters) {
+            Ok(d) => return Step::Done(finish(ctx.cfg, &req, d, counters)),
+            Err(Need::Refresh(provider)) => {
+                if let Some(fetch) = ctx.state.keys.early_refresh(ctx.cfg, ctx.store, provider, ctx.now_ms) {
+                    counters.push(Counter::JwksUnknownKidRefresh);
+                    return Step::Callout(Pending { request: req, waiting: Waiting::Keys(fetch), counters, progress });
+                }
+                progress.may_refresh = false;
+            }
+            Err(Need::Global(call)) => {
+                return Step::Callout(Pending { request: req, waiting: Waiting::Global(call), counters, progress });
+            }
+        }
+    }
+    let rej = Rejection::new(Reason::Internal, Challenges::default());
+    Step::Done(finish(ctx.cfg, &req, Err(rej), counters))
 }
 
 type Evaluated = Result<Allowed, Rejection>;
@@ -191,9 +245,9 @@ struct Allowed {
 fn evaluate(
     ctx: &mut Ctx,
     req: &RequestView,
-    may_refresh: bool,
+    progress: &Progress,
     counters: &mut Vec<Counter>,
-) -> Result<Evaluated, usize> {
+) -> Result<Evaluated, Need> {
     let cfg = ctx.cfg;
     let matched = policy::route(cfg, &req.method, req.path_only());
     let requires = matched.requires();
@@ -227,8 +281,8 @@ fn evaluate(
                 }
             }
             MethodResult::NeedRefresh(p) => {
-                if may_refresh {
-                    return Err(p);
+                if progress.may_refresh {
+                    return Err(Need::Refresh(p));
                 }
                 if failure.is_none_or(|f| Reason::TokenUnknownKey.severity() > f.severity()) {
                     failure = Some(Reason::TokenUnknownKey);
@@ -284,18 +338,45 @@ fn evaluate(
                 policy::Matched::Route(_, r) => r.cost,
                 policy::Matched::Default(_) => 1,
             };
-            match ratelimit::check(ctx.store, rl.max_clients, rl.headers, &who, plan_name, plan, cost, ctx.now_ms) {
-                ratelimit::Checked::Allowed(h) => response_headers = h,
-                ratelimit::Checked::Limited { retry_after, headers, why } => {
-                    match why {
-                        ratelimit::Why::TableFull => counters.push(Counter::RateLimitTableFull),
-                        ratelimit::Why::Contended => counters.push(Counter::RateLimitContended),
-                        ratelimit::Why::Exhausted => {}
+            if let Some(g) = &plan.global {
+                use ratelimit::global::Verdict;
+                match progress.global {
+                    None => {
+                        let message = ratelimit::global::request(&g.domain, plan_name, &who, cost);
+                        return Err(Need::Global(GlobalCall {
+                            cluster: g.cluster.clone(),
+                            message,
+                            timeout_ms: g.timeout_ms,
+                        }));
                     }
-                    let mut rej = Rejection::new(Reason::RateLimited, challenges);
-                    rej.retry_after = Some(retry_after);
-                    rej.extra_headers = headers;
-                    return Ok(Err(rej));
+                    Some(Verdict::Ok) => {}
+                    Some(Verdict::OverLimit { reset_s }) => {
+                        let mut rej = Rejection::new(Reason::RateLimited, challenges);
+                        rej.retry_after = Some(reset_s.unwrap_or(1).max(1));
+                        return Ok(Err(rej));
+                    }
+                    Some(Verdict::Failed) => {
+                        if cfg.on_dependency_down == DependencyDown::FailClosed {
+                            let mut rej = Rejection::new(Reason::RateLimitUnavailable, challenges);
+                            rej.retry_after = Some(response::DEFAULT_RETRY_AFTER);
+                            return Ok(Err(rej));
+                        }
+                    }
+                }
+            } else {
+                match ratelimit::check(ctx.store, rl.max_clients, rl.headers, &who, plan_name, plan, cost, ctx.now_ms) {
+                    ratelimit::Checked::Allowed(h) => response_headers = h,
+                    ratelimit::Checked::Limited { retry_after, headers, why } => {
+                        match why {
+                            ratelimit::Why::TableFull => counters.push(Counter::RateLimitTableFull),
+                            ratelimit::Why::Contended => counters.push(Counter::RateLimitContended),
+                            ratelimit::Why::Exhausted => {}
+                        }
+                        let mut rej = Rejection::new(Reason::RateLimited, challenges);
+                        rej.retry_after = Some(retry_after);
+                        rej.extra_headers = headers;
+                        return Ok(Err(rej));
+                    }
                 }
             }
         }

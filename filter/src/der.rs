@@ -155,7 +155,8 @@ pub fn pb_bytes(out: &mut Vec<u8>, field: u32, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Protobuf wire format: a varint (without a key).
+pub fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

@@ -50,13 +50,15 @@ pub enum Reason {
     RateLimited,
     /// The key set is not available (never fetched, or stale beyond `max_stale`).
     KeysUnavailable,
+    /// The global rate limit service did not answer (and dependencies fail closed).
+    RateLimitUnavailable,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -78,6 +80,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::RateLimited,
         Reason::KeysUnavailable,
+        Reason::RateLimitUnavailable,
         Reason::Internal,
     ];
 
@@ -105,6 +108,7 @@ impl Reason {
             Reason::InsufficientScope => "insufficient_scope",
             Reason::RateLimited => "rate_limited",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::RateLimitUnavailable => "rate_limit_unavailable",
             Reason::Internal => "internal",
         }
     }
@@ -116,7 +120,7 @@ impl Reason {
             Reason::MalformedRequest | Reason::MultipleCredentials => 400,
             Reason::InsufficientScope => 403,
             Reason::RateLimited => 429,
-            Reason::KeysUnavailable => 503,
+            Reason::KeysUnavailable | Reason::RateLimitUnavailable => 503,
             Reason::Internal => 500,
             _ => 401,
         }
@@ -154,6 +158,7 @@ impl Reason {
             Reason::InsufficientScope => "Insufficient scope",
             Reason::RateLimited => "Too many requests",
             Reason::KeysUnavailable => "Authentication temporarily unavailable",
+            Reason::RateLimitUnavailable => "Rate limiting temporarily unavailable",
             Reason::Internal => "Internal error",
             _ => "Invalid token",
         }
@@ -183,6 +188,7 @@ impl Reason {
             Reason::InsufficientScope => "The credential lacks a scope this resource requires.",
             Reason::RateLimited => "The request rate limit for this client is exhausted; retry later.",
             Reason::KeysUnavailable => "Credentials cannot be verified right now; retry later.",
+            Reason::RateLimitUnavailable => "The request rate cannot be checked right now; retry later.",
             Reason::Internal => "The request could not be evaluated.",
         }
     }

@@ -28,6 +28,8 @@ pub enum Counter {
     RateLimitTableFull,
     /// Rate limiting: refused because the CAS retries ran out.
     RateLimitContended,
+    /// Rate limiting: the global rate limit service failed to answer.
+    RateLimitGlobalFailed,
 }
 
 impl Counter {
@@ -45,6 +47,7 @@ impl Counter {
             Counter::JwksUnknownKidRefresh,
             Counter::RateLimitTableFull,
             Counter::RateLimitContended,
+            Counter::RateLimitGlobalFailed,
         ];
         for r in Reason::ALL {
             v.push(Counter::Denied(r));
@@ -69,6 +72,7 @@ impl Counter {
             Counter::JwksUnknownKidRefresh => "portcullis.jwks.unknown_kid_refresh".into(),
             Counter::RateLimitTableFull => "portcullis.ratelimit.table_full".into(),
             Counter::RateLimitContended => "portcullis.ratelimit.contended".into(),
+            Counter::RateLimitGlobalFailed => "portcullis.ratelimit.global_failed".into(),
         }
     }
 }

@@ -9,4 +9,5 @@ pub mod envoy;
 pub mod http;
 pub mod idp;
 pub mod oidc;
+pub mod rls;
 pub mod upstream;

@@ -71,7 +71,7 @@ fn run(cfg: &Config, state: &mut WorkerState, store: &MemStore, now_s: u64, r: R
 fn decided(step: Step) -> Decision {
     match step {
         Step::Done(d) => d,
-        Step::Callout(p) => panic!("unexpected callout {:?}", p.fetch()),
+        Step::Callout(p) => panic!("unexpected callout {:?}", p.waiting()),
     }
 }
 
@@ -213,7 +213,8 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
     let Step::Callout(p) = run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])) else {
         panic!("expected a refresh")
     };
-    assert_eq!(p.fetch().callout.path, "/jwks");
+    let Waiting::Keys(f) = p.waiting() else { panic!("expected a key refresh") };
+    assert_eq!(f.callout.path, "/jwks");
     let reply = Reply { status: Some(200), headers: vec![], body: new.jwks().into_bytes() };
     let mut ctx = Ctx { cfg: &cfg, state: &mut st, store: &store, native: &NoNative, now_ms: NOW * 1000 + 50 };
     let d = decided(resume(&mut ctx, p, &reply));

@@ -12,10 +12,12 @@ use super::root::Shared;
 use super::store::HostStore;
 use super::{dispatch, log, now_ms, read_reply};
 use crate::callout::Reply;
-use crate::decision::{self, Ctx, Decision, Pending, Step};
+use crate::decision::{self, Ctx, Decision, Pending, Step, Waiting};
+use crate::ratelimit;
 use crate::reason::Reason;
 use crate::request::RequestView;
 use crate::response::{self, Challenges, Rejection};
+use std::time::Duration;
 
 pub(crate) struct Http {
     shared: Option<Rc<Shared>>,
@@ -53,7 +55,7 @@ impl Http {
     fn drive(&mut self, shared: &Rc<Shared>, step: Step) -> Action {
         match step {
             Step::Done(d) => self.apply(shared, d),
-            Step::Callout(p) => match dispatch(&p.fetch().callout) {
+            Step::Callout(p) => match dispatch_waiting(p.waiting()) {
                 Ok(token) => {
                     self.pending = Some((token, p));
                     Action::Pause
@@ -111,15 +113,55 @@ impl Http {
     }
 }
 
+/// Starts the callout a paused request waits for.
+fn dispatch_waiting(w: &Waiting) -> Result<u32, String> {
+    match w {
+        Waiting::Keys(f) => dispatch(&f.callout),
+        Waiting::Global(g) => hostcalls::dispatch_grpc_call(
+            &g.cluster,
+            ratelimit::global::SERVICE,
+            ratelimit::global::METHOD,
+            vec![],
+            Some(&g.message),
+            Duration::from_millis(g.timeout_ms),
+        )
+        .map_err(|s| {
+            format!(
+                "gRPC call to rate limit cluster {:?} could not start ({s:?}): is it defined, with HTTP/2?",
+                g.cluster
+            )
+        }),
+    }
+}
+
 impl Context for Http {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let body = if status_code == 0 {
+            hostcalls::get_buffer(proxy_wasm::types::BufferType::GrpcReceiveBuffer, 0, response_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let reply = Reply { status: (status_code == 0).then_some(200), headers: Vec::new(), body };
+        self.on_reply(token_id, &reply);
+    }
+
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let reply = read_reply(body_size);
+        self.on_reply(token_id, &reply);
+    }
+}
+
+impl Http {
+    fn on_reply(&mut self, token_id: u32, reply: &Reply) {
         let Some(shared) = self.shared.clone() else { return };
         let Some((token, pending)) = self.pending.take() else { return };
         if token != token_id {
             self.pending = Some((token, pending));
             return;
         }
-        let reply = read_reply(body_size);
         let step = {
             let mut st = shared.state.borrow_mut();
             let mut ctx = Ctx {
@@ -129,7 +171,7 @@ impl Context for Http {
                 native: &shared.native,
                 now_ms: now_ms(self.get_current_time()),
             };
-            decision::resume(&mut ctx, pending, &reply)
+            decision::resume(&mut ctx, pending, reply)
         };
         if let Action::Continue = self.drive(&shared, step) {
             self.resume_http_request();

@@ -9,6 +9,7 @@
 //! * One bucket per (client, plan): a route with its own plan has its own bucket.
 
 pub mod bucket;
+pub mod global;
 pub mod table;
 
 use crate::config::{Config, Plan};
@@ -120,7 +121,7 @@ mod tests {
 
     #[test]
     fn headers_follow_the_draft() {
-        let plan = Plan { requests: 100, per_ms: 60_000, burst: 100 };
+        let plan = Plan { requests: 100, per_ms: 60_000, burst: 100, global: None };
         let s = MemStore::default();
         let Checked::Allowed(h) = check(&s, 64, true, "c", "free", &plan, 1, 0) else { panic!() };
         assert_eq!(h[0], ("ratelimit-policy".to_string(), "\"free\";q=100;w=60".to_string()));
