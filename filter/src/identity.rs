@@ -1,0 +1,917 @@
+//! The password grant's identity check (SPEC C5, and §2 "Identity backend contract").
+//!
+//! On the token endpoint, a `POST` whose form body says `grant_type=password` (RFC 6749 §4.3)
+//! is checked by Portcullis before it reaches the token server: the configured identity
+//! backends are asked, **newest `registered_at` first**, whether they know the user; the first
+//! that accepts stops the search. This module is the pure part of that flow:
+//!
+//! * [`parse_form`] / [`password_request`]: strict `application/x-www-form-urlencoded`
+//!   parsing (WHATWG URL §5.1 with refusals instead of repairs) and the RFC 6749 §4.3.2
+//!   parameters, refusing repeated parameters (RFC 6749 §3.2);
+//! * [`Backend`], [`order`], [`backend_request`], [`classify`] and the [`Chain`] state
+//!   machine: which backend to ask next and what the answers add up to;
+//! * the token endpoint's responses (RFC 6749 §5.1 success, §5.2 errors), which are OAuth JSON
+//!   rather than problem documents because OAuth clients parse them;
+//! * `extraInfo` forwarding ([`forward_headers`]) and, in issuing mode, minting a JWT
+//!   ([`Issuer`]) signed through the host's `sign` foreign function ([`NativeSigner`]) or in
+//!   pure Rust (jwt-simple).
+//!
+//! Invariants:
+//! * The password never leaves this module except inside the unchanged body sent to the
+//!   identity backends: [`PasswordRequest`]'s `Debug` redacts it, and nothing here logs.
+//! * A request whose grant is ambiguous (malformed body, repeated or oddly spelled
+//!   `grant_type`) is refused with `invalid_request`, never passed through: a lenient token
+//!   server behind us might read it as a password grant that Portcullis did not check.
+//! * "Rejected" (400 `invalid_grant`, counted against the user in the lockout) is only
+//!   reported when **every** backend answered "not known here". If any backend failed, the
+//!   answer is 503: the failed backend might have known the user, and telling a real user
+//!   `invalid_grant` would count a correct password against them.
+//! * An `extraInfo` travels nested (under the `extraInfo` claim, or base64url-encoded in its
+//!   own header): a backend can never set `sub`, `iss`, scopes or any other top-level claim.
+
+use std::fmt;
+
+use jwt_simple::algorithms::{ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, EdDSAKeyPairLike, RSAKeyPairLike};
+use jwt_simple::claims::JWTClaims;
+use jwt_simple::prelude::{ES256KeyPair, Ed25519KeyPair, RS256KeyPair};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::b64;
+use crate::callout::{Callout, Reply};
+use crate::crypto::Path;
+use crate::der::{self, Curve, PbValue};
+use crate::response::HttpResponse;
+
+// ---------------------------------------------------------------------------------------------
+// Form parsing
+// ---------------------------------------------------------------------------------------------
+
+/// The default cap on a token request body; a larger body gets 413 (the caller enforces it
+/// while buffering, before anything here runs).
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
+
+/// The most `name=value` pairs accepted in one form (a token request has a handful).
+pub const MAX_FORM_FIELDS: usize = 256;
+
+/// Why a form body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormError {
+    /// A `%` not followed by two hexadecimal digits (`%zz`, or a body truncated after `%`).
+    InvalidEscape,
+    /// A name or value does not decode to UTF-8.
+    InvalidUtf8,
+    /// A pair with an empty name (`=value`).
+    EmptyKey,
+    /// More than [`MAX_FORM_FIELDS`] pairs.
+    TooManyFields,
+}
+
+impl FormError {
+    /// A stable code for logs and stats.
+    pub fn code(self) -> &'static str {
+        match self {
+            FormError::InvalidEscape => "form_invalid_escape",
+            FormError::InvalidUtf8 => "form_invalid_utf8",
+            FormError::EmptyKey => "form_empty_key",
+            FormError::TooManyFields => "form_too_many_fields",
+        }
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes one name or value (`+` is a space).
+fn decode_component(raw: &[u8]) -> Result<String, FormError> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hi = raw.get(i + 1).copied().and_then(hex_value).ok_or(FormError::InvalidEscape)?;
+                let lo = raw.get(i + 2).copied().and_then(hex_value).ok_or(FormError::InvalidEscape)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| FormError::InvalidUtf8)
+}
+
+/// Parses an `application/x-www-form-urlencoded` body into its pairs, in order.
+///
+/// Strict: an invalid `%` escape, a name or value that is not UTF-8 after decoding, an empty
+/// name, or more than [`MAX_FORM_FIELDS`] pairs refuse the whole body. Empty pairs (`a=1&&b=2`,
+/// a trailing `&`) are skipped and a pair without `=` has an empty value, as in the WHATWG URL
+/// standard. Repeated names are kept (the caller decides).
+pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, FormError> {
+    let mut out = Vec::new();
+    for pair in body.split(|b| *b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        if out.len() == MAX_FORM_FIELDS {
+            return Err(FormError::TooManyFields);
+        }
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
+        let name = decode_component(name)?;
+        if name.is_empty() {
+            return Err(FormError::EmptyKey);
+        }
+        out.push((name, decode_component(value)?));
+    }
+    Ok(out)
+}
+
+/// True when a `content-type` is `application/x-www-form-urlencoded` (parameters such as
+/// `charset` ignored, case-insensitive).
+pub fn is_form_content_type(content_type: &str) -> bool {
+    content_type.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// The RFC 6749 §4.3.2 parameters Portcullis reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    GrantType,
+    Username,
+    Password,
+}
+
+impl Param {
+    /// The form name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Param::GrantType => "grant_type",
+            Param::Username => "username",
+            Param::Password => "password",
+        }
+    }
+}
+
+/// Why a token request is refused with `invalid_request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestProblem {
+    /// The body is not a valid form.
+    Form(FormError),
+    /// A required parameter is absent.
+    Missing(Param),
+    /// A required parameter is present but empty.
+    Empty(Param),
+    /// A parameter appears more than once (RFC 6749 §3.2).
+    Repeated(Param),
+    /// `grant_type` is `password` in another spelling (case, surrounding spaces): a lenient
+    /// token server could treat it as a password grant, so it is neither checked nor passed.
+    AmbiguousGrantType,
+}
+
+impl RequestProblem {
+    /// A stable code for logs and stats (never the parameter's value).
+    pub fn code(self) -> &'static str {
+        match self {
+            RequestProblem::Form(f) => f.code(),
+            RequestProblem::Missing(_) => "missing_parameter",
+            RequestProblem::Empty(_) => "empty_parameter",
+            RequestProblem::Repeated(_) => "repeated_parameter",
+            RequestProblem::AmbiguousGrantType => "ambiguous_grant_type",
+        }
+    }
+}
+
+/// The outcome of reading a token request that is not a usable password grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantError {
+    /// `grant_type` is absent or another grant (`client_credentials`, `refresh_token`, …):
+    /// not Portcullis's business; the request passes through untouched.
+    NotPasswordGrant,
+    /// A password grant (or an ambiguous one) that is malformed: 400 `invalid_request`.
+    InvalidRequest(RequestProblem),
+}
+
+/// A password grant request (RFC 6749 §4.3.2). `Debug` never prints the password, nor the
+/// values of the other parameters (they may hold a `client_secret`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordRequest {
+    pub username: String,
+    pub password: String,
+    /// `scope`, when given once.
+    pub scope: Option<String>,
+    /// `client_id`, when given once.
+    pub client_id: Option<String>,
+    /// Every other parameter, in order (`grant_type`, `username` and `password` excluded).
+    pub others: Vec<(String, String)>,
+}
+
+impl fmt::Debug for PasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.others.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("PasswordRequest")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("client_id", &self.client_id)
+            .field("other_parameters", &names)
+            .finish()
+    }
+}
+
+fn single(pairs: &[(String, String)], p: Param) -> Result<Option<&str>, RequestProblem> {
+    let mut found = pairs.iter().filter(|(k, _)| k == p.name());
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(RequestProblem::Repeated(p));
+    }
+    Ok(first.map(|(_, v)| v.as_str()))
+}
+
+fn required(pairs: &[(String, String)], p: Param) -> Result<String, RequestProblem> {
+    match single(pairs, p)? {
+        None => Err(RequestProblem::Missing(p)),
+        Some("") => Err(RequestProblem::Empty(p)),
+        Some(v) => Ok(v.to_string()),
+    }
+}
+
+/// Reads a token request body. See [`GrantError`] for what each refusal means.
+pub fn password_request(body: &[u8]) -> Result<PasswordRequest, GrantError> {
+    let invalid = GrantError::InvalidRequest;
+    let pairs = parse_form(body).map_err(|e| invalid(RequestProblem::Form(e)))?;
+    match single(&pairs, Param::GrantType).map_err(invalid)? {
+        Some("password") => {}
+        Some(g) if g.trim().eq_ignore_ascii_case("password") => {
+            return Err(invalid(RequestProblem::AmbiguousGrantType));
+        }
+        _ => return Err(GrantError::NotPasswordGrant),
+    }
+    let username = required(&pairs, Param::Username).map_err(invalid)?;
+    let password = required(&pairs, Param::Password).map_err(invalid)?;
+    let once = |name: &str| {
+        let mut it = pairs.iter().filter(|(k, _)| k == name);
+        match (it.next(), it.next()) {
+            (Some((_, v)), None) => Some(v.clone()),
+            _ => None,
+        }
+    };
+    let reserved = [Param::GrantType.name(), Param::Username.name(), Param::Password.name()];
+    Ok(PasswordRequest {
+        scope: once("scope"),
+        client_id: once("client_id"),
+        others: pairs.iter().filter(|(k, _)| !reserved.contains(&k.as_str())).cloned().collect(),
+        username,
+        password,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity backends
+// ---------------------------------------------------------------------------------------------
+
+/// One configured identity backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Its configured name: stats, logs, the `idp` claim and the identity header.
+    pub name: String,
+    /// The Envoy cluster the callout goes through.
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout_ms: u64,
+    /// `registered_at` in Unix seconds ([`crate::config::parse_rfc3339`]).
+    pub registered_at: i64,
+}
+
+/// The backends in the order they are asked: newest `registered_at` first; backends
+/// registered at the same instant keep their configuration order.
+pub fn order(backends: &[Backend]) -> Vec<Backend> {
+    let mut v = backends.to_vec();
+    // `sort_by_key` is stable.
+    v.sort_by_key(|b| std::cmp::Reverse(b.registered_at));
+    v
+}
+
+/// The callout asking `b` about the request: `POST <path>` with the token request's original
+/// body and content type, unchanged (SPEC §2).
+pub fn backend_request(b: &Backend, body: &[u8], content_type: &str) -> Callout {
+    Callout {
+        cluster: b.cluster.clone(),
+        method: "POST".into(),
+        authority: b.authority.clone(),
+        path: b.path.clone(),
+        headers: vec![("content-type".into(), content_type.into()), ("accept".into(), "application/json".into())],
+        body: Some(body.to_vec()),
+        timeout_ms: b.timeout_ms,
+    }
+}
+
+/// The largest accepted backend answer body. Its `extraInfo` ends up in a header or a token,
+/// so it must stay small.
+pub const MAX_BACKEND_REPLY: usize = 16 * 1024;
+
+/// Why a backend's answer counts as a failure (neither "yes" nor "not known here").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No response: timeout, reset, connection failure, no healthy host.
+    NoResponse,
+    /// A status other than 2xx, 401 or 403 (5xx, 404 from a wrong path, 400, 3xx, …).
+    Status(u16),
+    /// A 2xx answer larger than [`MAX_BACKEND_REPLY`].
+    Oversized,
+    /// A 2xx answer with a non-empty body that is not a JSON object.
+    BadBody,
+    /// A 2xx answer whose `extraInfo` is neither an object nor `null`.
+    BadExtraInfo,
+}
+
+impl Failure {
+    /// A stable code for logs and stats.
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::NoResponse => "no_response",
+            Failure::Status(_) => "bad_status",
+            Failure::Oversized => "oversized",
+            Failure::BadBody => "bad_body",
+            Failure::BadExtraInfo => "bad_extra_info",
+        }
+    }
+}
+
+/// What one backend said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendAnswer {
+    /// 2xx: the user is known and the password is right.
+    Accept { extra_info: Option<Map<String, Value>> },
+    /// 401 or 403: not known here (or wrong password here); ask the next backend.
+    NotHere,
+    /// The backend could not answer.
+    Failed(Failure),
+}
+
+/// Maps a backend's reply to an answer.
+///
+/// A 2xx is an acceptance only when its body is empty (`204`, or a 200 with no body) or a
+/// JSON object whose `extraInfo`, if present and not `null`, is an object. Any other 2xx body
+/// is a [`Failure`], not an acceptance: a misrouted path that answers 200 with an HTML page for
+/// every request would otherwise let every password in. Failing it (503) is the conservative
+/// reading; the operator sees the `bad_body` failure in stats.
+pub fn classify(reply: &Reply) -> BackendAnswer {
+    let Some(status) = reply.status else {
+        return BackendAnswer::Failed(Failure::NoResponse);
+    };
+    match status {
+        200..=299 => {
+            if reply.body.len() > MAX_BACKEND_REPLY {
+                return BackendAnswer::Failed(Failure::Oversized);
+            }
+            if reply.body.iter().all(u8::is_ascii_whitespace) {
+                return BackendAnswer::Accept { extra_info: None };
+            }
+            let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(&reply.body) else {
+                return BackendAnswer::Failed(Failure::BadBody);
+            };
+            match doc.remove("extraInfo") {
+                None | Some(Value::Null) => BackendAnswer::Accept { extra_info: None },
+                Some(Value::Object(m)) => BackendAnswer::Accept { extra_info: Some(m) },
+                Some(_) => BackendAnswer::Failed(Failure::BadExtraInfo),
+            }
+        }
+        401 | 403 => BackendAnswer::NotHere,
+        other => BackendAnswer::Failed(Failure::Status(other)),
+    }
+}
+
+/// What the chain wants next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainStep {
+    /// Ask the backend at this index of the ordered list ([`Chain::next_callout`]).
+    Ask(usize),
+    /// A backend accepted the user: stop.
+    Accepted { backend: String, extra_info: Option<Map<String, Value>> },
+    /// Every backend said "not known here": 400 `invalid_grant`, counted in the lockout.
+    Rejected,
+    /// No backend accepted and at least one failed: 503 `temporarily_unavailable`, not
+    /// counted in the lockout — the failed backend might have known the user, and a real user
+    /// must never be told (or charged for) a wrong password because a backend was down.
+    Unavailable,
+}
+
+/// The search through the ordered backends, one callout at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    backends: Vec<Backend>,
+    next: usize,
+    failures: Vec<(String, Failure)>,
+}
+
+impl Chain {
+    /// A search over backends already in asking order ([`order`]).
+    pub fn new(ordered: Vec<Backend>) -> Chain {
+        Chain { backends: ordered, next: 0, failures: Vec::new() }
+    }
+
+    /// The first step: `Ask(0)`, or `Unavailable` when there is no backend at all (config
+    /// validation forbids that; fail closed anyway).
+    pub fn start(&self) -> ChainStep {
+        if self.backends.is_empty() {
+            ChainStep::Unavailable
+        } else {
+            ChainStep::Ask(0)
+        }
+    }
+
+    /// The backend being asked (`None` once every backend has answered).
+    pub fn current(&self) -> Option<&Backend> {
+        self.backends.get(self.next)
+    }
+
+    /// The callout for the backend being asked.
+    pub fn next_callout(&self, body: &[u8], content_type: &str) -> Option<Callout> {
+        self.current().map(|b| backend_request(b, body, content_type))
+    }
+
+    /// The failures seen so far (backend name, why), for logs and stats.
+    pub fn failures(&self) -> &[(String, Failure)] {
+        &self.failures
+    }
+
+    /// Records the current backend's answer and says what comes next.
+    pub fn on_answer(&mut self, answer: BackendAnswer) -> ChainStep {
+        let Some(current) = self.backends.get(self.next) else {
+            // Answers after the end change nothing (never an acceptance).
+            return self.exhausted();
+        };
+        match answer {
+            BackendAnswer::Accept { extra_info } => {
+                let backend = current.name.clone();
+                self.next = self.backends.len();
+                return ChainStep::Accepted { backend, extra_info };
+            }
+            BackendAnswer::NotHere => {}
+            BackendAnswer::Failed(why) => self.failures.push((current.name.clone(), why)),
+        }
+        self.next += 1;
+        if self.next < self.backends.len() {
+            ChainStep::Ask(self.next)
+        } else {
+            self.exhausted()
+        }
+    }
+
+    fn exhausted(&self) -> ChainStep {
+        if self.failures.is_empty() && !self.backends.is_empty() {
+            ChainStep::Rejected
+        } else {
+            ChainStep::Unavailable
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses (RFC 6749 §5)
+// ---------------------------------------------------------------------------------------------
+
+fn oauth_json(status: u16, body: Value, retry_after: Option<u64>) -> HttpResponse {
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json;charset=UTF-8".to_string()),
+        ("cache-control".to_string(), "no-store".to_string()),
+        ("pragma".to_string(), "no-cache".to_string()),
+    ];
+    if let Some(s) = retry_after {
+        headers.push(("retry-after".into(), s.to_string()));
+    }
+    HttpResponse { status, headers, body: body.to_string().into_bytes() }
+}
+
+/// 400 `{"error":"invalid_grant"}` (RFC 6749 §5.2): every backend said "not known here".
+/// Deliberately says nothing about whether the user exists.
+pub fn invalid_grant() -> HttpResponse {
+    oauth_json(400, serde_json::json!({"error": "invalid_grant"}), None)
+}
+
+/// 400 `invalid_request` (RFC 6749 §5.2): malformed body, missing, empty or repeated
+/// parameter, ambiguous `grant_type`, or a body that is not a form.
+pub fn invalid_request() -> HttpResponse {
+    oauth_json(
+        400,
+        serde_json::json!({"error": "invalid_request", "error_description": "The token request is malformed."}),
+        None,
+    )
+}
+
+/// 503 `temporarily_unavailable` (the RFC 6749 §4.1.2.1 code) with `Retry-After` seconds:
+/// no backend accepted and at least one could not answer.
+pub fn temporarily_unavailable(retry_after: u64) -> HttpResponse {
+    oauth_json(
+        503,
+        serde_json::json!({"error": "temporarily_unavailable",
+                           "error_description": "The identity service is unavailable; retry later."}),
+        Some(retry_after),
+    )
+}
+
+/// 413: the token request body exceeds the cap ([`DEFAULT_MAX_BODY`]).
+pub fn payload_too_large() -> HttpResponse {
+    oauth_json(
+        413,
+        serde_json::json!({"error": "invalid_request", "error_description": "The request body is too large."}),
+        None,
+    )
+}
+
+/// 429 with `Retry-After` seconds and `{"error":"invalid_grant","error_description":"too many
+/// failed attempts"}`: the user or the source address is locked out.
+///
+/// 429 (RFC 6585 §4) rather than a plain 400 so that clients back off and operators can tell
+/// lockouts from wrong passwords; the `error` stays `invalid_grant` so OAuth clients that only
+/// understand RFC 6749 codes still treat it as a failed login. It reveals nothing about the
+/// account: unknown usernames are locked out exactly like known ones.
+pub fn locked_out(retry_after: u64) -> HttpResponse {
+    oauth_json(
+        429,
+        serde_json::json!({"error": "invalid_grant", "error_description": "too many failed attempts"}),
+        Some(retry_after),
+    )
+}
+
+/// 200 access token response (RFC 6749 §5.1) with `cache-control: no-store` and
+/// `pragma: no-cache`.
+pub fn token_response(access_token: &str, expires_in: u64) -> HttpResponse {
+    oauth_json(
+        200,
+        serde_json::json!({"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in}),
+        None,
+    )
+}
+
+/// 200 with Portcullis's own key set (served on `issue.jwks_path`).
+pub fn jwks_response(jwks: &str) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/jwk-set+json".into()),
+            ("cache-control".into(), "public, max-age=300".into()),
+        ],
+        body: jwks.as_bytes().to_vec(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding (mode "forward")
+// ---------------------------------------------------------------------------------------------
+
+/// The headers added to the token request forwarded upstream: the accepting backend's name in
+/// `identity_header`, and, when the backend sent one, base64url (unpadded) of the JSON
+/// `extraInfo` object in `extra_info_header`. The caller must first remove any inbound copy of
+/// both headers, so the upstream never sees a client-forged identity.
+pub fn forward_headers(
+    identity_header: &str,
+    extra_info_header: &str,
+    backend: &str,
+    extra: Option<&Map<String, Value>>,
+) -> Vec<(String, String)> {
+    let mut out = vec![(identity_header.to_string(), backend.to_string())];
+    if let Some(m) = extra {
+        let json = Value::Object(m.clone()).to_string();
+        out.push((extra_info_header.to_string(), b64::encode(json.as_bytes())));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuing (mode "issue")
+// ---------------------------------------------------------------------------------------------
+
+/// Algorithms Portcullis signs its own tokens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl SigningAlg {
+    /// Parses the configured `algorithm`.
+    pub fn parse(s: &str) -> Option<SigningAlg> {
+        match s {
+            "ES256" => Some(SigningAlg::ES256),
+            "RS256" => Some(SigningAlg::RS256),
+            "EdDSA" => Some(SigningAlg::EdDSA),
+            _ => None,
+        }
+    }
+
+    /// The JOSE name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::EdDSA => "EdDSA",
+        }
+    }
+}
+
+/// The host's signing capability (Envoy: the `sign` foreign function, see [`sign_args`] and
+/// [`parse_sign_result`]). `hash` is `"sha256"`; the answer is the raw signature as the host
+/// makes it (DER `ECDSA-Sig-Value` for ECDSA, PKCS#1 v1.5 bytes for RSA), or `None` when the
+/// host has no such function or it failed — then the pure path signs.
+pub trait NativeSigner {
+    fn sign(&self, hash: &str, private_key_pem: &str, message: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// A host without a native signer (tests, other proxy-wasm hosts).
+pub struct NoSigner;
+
+impl NativeSigner for NoSigner {
+    fn sign(&self, _: &str, _: &str, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// The serialized `SignArguments` protobuf for Envoy's `sign` foreign function: 1
+/// `hash_function`, 3 `text`, 4 `private_key_pem`.
+pub fn sign_args(hash: &str, private_key_pem: &str, message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + private_key_pem.len() + 16);
+    der::pb_bytes(&mut out, 1, hash.as_bytes());
+    der::pb_bytes(&mut out, 3, message);
+    der::pb_bytes(&mut out, 4, private_key_pem.as_bytes());
+    out
+}
+
+/// Reads Envoy's `SignResult` (1 `result` bool, 2 `signature`, 3 `error`): the signature
+/// when `result` is true and a signature is present.
+pub fn parse_sign_result(bytes: &[u8]) -> Option<Vec<u8>> {
+    let fields = der::pb_fields(bytes)?;
+    let ok = fields.iter().any(|(f, v)| *f == 1 && *v == PbValue::Varint(1));
+    let sig = fields.iter().find_map(|(f, v)| match (f, v) {
+        (2, PbValue::Bytes(b)) if !b.is_empty() => Some(b.to_vec()),
+        _ => None,
+    });
+    if ok {
+        sig
+    } else {
+        None
+    }
+}
+
+enum PrivateKey {
+    Es256(Box<ES256KeyPair>),
+    Rs256(Box<RS256KeyPair>),
+    EdDSA(Box<Ed25519KeyPair>),
+}
+
+/// Why a token could not be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignError {
+    /// The claims could not be serialized (cannot happen for a `Map`; kept for totality).
+    Encoding,
+    /// The pure-Rust signer failed.
+    Pure,
+    /// The pure-Rust signer's signing input differed from Portcullis's (a jwt-simple change
+    /// in header serialization); the token is refused rather than mis-signed.
+    InputMismatch,
+}
+
+/// Portcullis as a token issuer: the configured `issue` block with its parsed private key.
+pub struct Issuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub lifetime_s: u64,
+    pub alg: SigningAlg,
+    pub kid: String,
+    key: PrivateKey,
+    /// The PKCS#8 PEM, handed to the host's native signer.
+    pem: String,
+    /// RSA modulus length in bytes (the length of every RS256 signature).
+    rsa_len: usize,
+    jwks: String,
+}
+
+impl fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issuer")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("lifetime_s", &self.lifetime_s)
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+const PKCS8_LABEL: &str = "-----BEGIN PRIVATE KEY-----";
+
+impl Issuer {
+    /// Builds an issuer from a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`) of the
+    /// configured algorithm: P-256 for ES256, RSA ≥ 2048 bits for RS256, Ed25519 for EdDSA.
+    /// The error message never contains key material.
+    pub fn from_pem(
+        issuer: &str,
+        audiences: &[String],
+        lifetime_s: u64,
+        alg: SigningAlg,
+        kid: &str,
+        pem: &str,
+    ) -> Result<Issuer, String> {
+        let pem = pem.trim();
+        if !pem.starts_with(PKCS8_LABEL) {
+            return Err(format!(
+                "must be a PKCS#8 PEM private key (\"{PKCS8_LABEL}\"); convert with `openssl pkcs8 -topk8 -nocrypt`"
+            ));
+        }
+        let wrong = || format!("is not a valid PKCS#8 {} private key", alg.name());
+        let mut rsa_len = 0;
+        let (key, jwk) = match alg {
+            SigningAlg::ES256 => {
+                let k = ES256KeyPair::from_pem(pem).map_err(|_| wrong())?.with_key_id(kid);
+                let point = k.public_key().public_key().to_bytes_uncompressed();
+                let (x, y) = match (point.get(1..33), point.get(33..65)) {
+                    (Some(x), Some(y)) if point.len() == 65 => (x, y),
+                    _ => return Err(wrong()),
+                };
+                let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64::encode(x), "y": b64::encode(y)});
+                (PrivateKey::Es256(Box::new(k)), jwk)
+            }
+            SigningAlg::RS256 => {
+                let k = RS256KeyPair::from_pem(pem).map_err(|_| wrong())?.with_key_id(kid);
+                let c = k.public_key().to_components();
+                let skip = c.n.iter().take_while(|b| **b == 0).count();
+                rsa_len = c.n.len() - skip;
+                if rsa_len < 256 {
+                    return Err("RSA keys must have at least 2048 bits".into());
+                }
+                let jwk = serde_json::json!({"kty": "RSA", "n": b64::encode(&c.n[skip..]), "e": b64::encode(&c.e)});
+                (PrivateKey::Rs256(Box::new(k)), jwk)
+            }
+            SigningAlg::EdDSA => {
+                let k = Ed25519KeyPair::from_pem(pem).map_err(|_| wrong())?.with_key_id(kid);
+                let jwk =
+                    serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64::encode(&k.public_key().to_bytes())});
+                (PrivateKey::EdDSA(Box::new(k)), jwk)
+            }
+        };
+        let mut jwk = jwk;
+        jwk["kid"] = Value::String(kid.to_string());
+        jwk["alg"] = Value::String(alg.name().to_string());
+        jwk["use"] = Value::String("sig".to_string());
+        let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+        Ok(Issuer {
+            issuer: issuer.to_string(),
+            audiences: audiences.to_vec(),
+            lifetime_s,
+            alg,
+            kid: kid.to_string(),
+            key,
+            pem: pem.to_string(),
+            rsa_len,
+            jwks,
+        })
+    }
+
+    /// The claims of a token for `username`, accepted by `backend` at `now_s`: `iss`, `sub`,
+    /// `aud` (a string for one audience, an array for several, absent for none), `iat`,
+    /// `nbf`, `exp = now + lifetime`, `jti`, `idp` (the backend's name) and, when the backend
+    /// sent one, `extraInfo` (its object, nested: it cannot override any other claim).
+    pub fn claims(
+        &self,
+        username: &str,
+        backend: &str,
+        extra: Option<&Map<String, Value>>,
+        now_s: u64,
+        jti: &str,
+    ) -> Map<String, Value> {
+        let mut c = Map::new();
+        c.insert("iss".into(), Value::String(self.issuer.clone()));
+        c.insert("sub".into(), Value::String(username.to_string()));
+        match self.audiences.as_slice() {
+            [] => {}
+            [one] => {
+                c.insert("aud".into(), Value::String(one.clone()));
+            }
+            many => {
+                c.insert("aud".into(), Value::from(many.to_vec()));
+            }
+        }
+        c.insert("iat".into(), Value::from(now_s));
+        c.insert("nbf".into(), Value::from(now_s));
+        c.insert("exp".into(), Value::from(now_s.saturating_add(self.lifetime_s)));
+        c.insert("jti".into(), Value::String(jti.to_string()));
+        c.insert("idp".into(), Value::String(backend.to_string()));
+        if let Some(m) = extra {
+            c.insert("extraInfo".into(), Value::Object(m.clone()));
+        }
+        c
+    }
+
+    /// The JWS signing input `base64url(header).base64url(claims)` with the header
+    /// `{"alg":…,"kid":…,"typ":"JWT"}` (members in this order: the order jwt-simple also
+    /// writes, which lets the pure path reuse its signer).
+    pub fn signing_input(&self, claims: &Map<String, Value>) -> Result<String, SignError> {
+        let header = serde_json::json!({"alg": self.alg.name(), "kid": self.kid, "typ": "JWT"});
+        let header = serde_json::to_string(&header).map_err(|_| SignError::Encoding)?;
+        let payload = serde_json::to_string(claims).map_err(|_| SignError::Encoding)?;
+        Ok(format!("{}.{}", b64::encode(header.as_bytes()), b64::encode(payload.as_bytes())))
+    }
+
+    /// Signs `claims` into a compact JWS: through the host's native signer for ES256 and
+    /// RS256 when it answers (Envoy's `sign` cannot do Ed25519), in pure Rust otherwise or
+    /// when the native answer is unusable. Returns the token and which path signed it.
+    pub fn sign(&self, claims: &Map<String, Value>, signer: &dyn NativeSigner) -> Result<(String, Path), SignError> {
+        let input = self.signing_input(claims)?;
+        if let Some(sig) = self.native_signature(&input, signer) {
+            return Ok((format!("{input}.{}", b64::encode(&sig)), Path::Native));
+        }
+        let sig_b64 = self.pure_signature(&input, claims)?;
+        Ok((format!("{input}.{sig_b64}"), Path::Pure))
+    }
+
+    fn native_signature(&self, input: &str, signer: &dyn NativeSigner) -> Option<Vec<u8>> {
+        match self.alg {
+            SigningAlg::ES256 => {
+                let der_sig = signer.sign("sha256", &self.pem, input.as_bytes())?;
+                der::ecdsa_der_to_raw(Curve::P256, &der_sig)
+            }
+            SigningAlg::RS256 => {
+                let sig = signer.sign("sha256", &self.pem, input.as_bytes())?;
+                (sig.len() == self.rsa_len).then_some(sig)
+            }
+            SigningAlg::EdDSA => None,
+        }
+    }
+
+    /// The base64url signature over `input` in pure Rust. jwt-simple does not expose a raw
+    /// "sign these bytes" for ECDSA and RSA, so it signs a token built from the same claims
+    /// (all standard fields unset, the whole map as custom claims: serialized identically)
+    /// and its signing input is checked to be byte-identical to ours before its signature is
+    /// taken. Ed25519 signs the input directly (deterministic, RFC 8032).
+    fn pure_signature(&self, input: &str, claims: &Map<String, Value>) -> Result<String, SignError> {
+        let token = match &self.key {
+            PrivateKey::EdDSA(k) => {
+                let sig = k.key_pair().as_ref().sk.sign(input.as_bytes(), None);
+                return Ok(b64::encode(&sig[..]));
+            }
+            PrivateKey::Es256(k) => k.sign(custom_only(claims)),
+            PrivateKey::Rs256(k) => k.sign(custom_only(claims)),
+        }
+        .map_err(|_| SignError::Pure)?;
+        let sig = token
+            .strip_prefix(input)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|s| !s.is_empty() && !s.contains('.'))
+            .ok_or(SignError::InputMismatch)?;
+        Ok(sig.to_string())
+    }
+
+    /// The public key set (`{"keys":[{…,"kid","alg","use":"sig"}]}`) to publish on
+    /// `jwks_path`.
+    pub fn public_jwks(&self) -> String {
+        self.jwks.clone()
+    }
+
+    /// The `sign` foreign function's arguments for `message` (for a host adapter that prefers
+    /// to build them from the issuer).
+    pub fn native_sign_args(&self, message: &[u8]) -> Vec<u8> {
+        sign_args("sha256", &self.pem, message)
+    }
+}
+
+fn custom_only(claims: &Map<String, Value>) -> JWTClaims<Map<String, Value>> {
+    JWTClaims {
+        issued_at: None,
+        expires_at: None,
+        invalid_before: None,
+        issuer: None,
+        subject: None,
+        audiences: None,
+        jwt_id: None,
+        nonce: None,
+        custom: claims.clone(),
+    }
+}
+
+/// A token id (`jti`) from host-supplied unique input (e.g. time, worker id and a counter):
+/// 128 bits of its SHA-256, base64url. Uniqueness comes from the seed; hashing keeps the
+/// seed's parts out of the token.
+pub fn jti(seed: &[u8]) -> String {
+    let h = Sha256::digest(seed);
+    b64::encode(&h[..16])
+}
+
+#[cfg(test)]
+mod tests;

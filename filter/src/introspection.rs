@@ -1,0 +1,892 @@
+//! Token introspection for the phantom-token pattern (SPEC C4): an opaque access token from
+//! the internet is exchanged at the gateway, through an RFC 7662 introspection callout, for
+//! its claims and — when the server offers one — a by-value JWT for the upstream.
+//!
+//! Everything here is pure: the callout is returned as data ([`request`]), its answer is
+//! handed back as data ([`parse_reply`]), time is passed in, and the shared cache and
+//! single-flight lease work through the [`SharedStore`] port.
+//!
+//! ## Request (RFC 7662 §2.1)
+//!
+//! `POST <path>` with `application/x-www-form-urlencoded` body
+//! `token=<token>&token_type_hint=access_token`. The gateway authenticates as an OAuth client
+//! (RFC 7662 §2.1 requires it): HTTP Basic by default, with client id and secret each
+//! form-urlencoded before base64 (RFC 6749 §2.3.1), or `client_secret_post` in the body.
+//!
+//! ## Answers
+//!
+//! * `application/json` (RFC 7662 §2.2): an object whose `active` member must be a boolean.
+//! * `application/jwt` (the phantom-token convention, e.g. Curity): the body **is** the
+//!   by-value access token for the upstream; being issued at all means active. Its signature
+//!   is **not** verified here: [`Introspected::jwt`] is returned for the caller to verify with
+//!   a configured provider. `204 No Content` to an `application/jwt` request means inactive
+//!   (the same convention), and is honoured only when we asked for a JWT.
+//! * `application/token-introspection+jwt` (RFC 9701): a signed JWT whose
+//!   `token_introspection` claim holds the RFC 7662 members. Early drafts of RFC 9701 used
+//!   `application/jwt` for the same thing, so a JWT is recognised as an introspection
+//!   response by its media type, its `typ` header (`token-introspection+jwt`) or the presence
+//!   of the `token_introspection` claim.
+//!
+//! **Forwarding decision (RFC 9701).** An RFC 9701 response JWT is never offered as the
+//! upstream's by-value token ([`Introspected::jwt`] is `None`): it is addressed to the gateway
+//! (its `aud` is our client id, not the upstream), it carries the introspection members inside
+//! `token_introspection` rather than as access-token claims, and its `typ` exists precisely so
+//! that resource servers refuse it as an access token (RFC 9701 §8 on cross-JWT confusion; a
+//! conforming RFC 9068 upstream would refuse it anyway, since its `typ` is not `at+jwt`). It is
+//! returned in [`Introspected::response_jwt`] for callers that want to check its signature.
+//! For the by-value JWT, the `Accept` header therefore prefers `application/jwt`
+//! ([`ACCEPT_JWT`]); a server that only speaks RFC 9701 or JSON yields claims (for headers and
+//! policy) and no JWT.
+//!
+//! ## Failures versus invalid tokens
+//!
+//! Only a well-formed answer saying `active: false` (or a token whose `exp` has passed, or the
+//! `204` convention above) makes a token invalid. Everything else — no answer, 5xx, 429, other
+//! 4xx, garbage, oversized or unexpected media type — is an [`IntrospectionError`]: the
+//! endpoint is unavailable, never "the token is bad". `401`/`403` from the endpoint mean *our*
+//! client credentials are wrong ([`IntrospectionError::BadClientCredentials`]): a 503 and an
+//! error log, never a 401 to the caller.
+//!
+//! ## Cache lifetime
+//!
+//! Active: `min(cache_duration, exp − now, Cache-Control max-age)` (`s-maxage` takes precedence
+//! over `max-age`, RFC 9111 §5.2.2.10; `no-store`/`no-cache` give 0, i.e. not cached).
+//! Inactive: `negative_cache_duration`, whatever `Cache-Control` says — an inactive token
+//! (expired, revoked or never issued, RFC 7662 §2.2) never becomes active again.
+//!
+//! ## Shared cache and single flight
+//!
+//! Results are shared by all workers through shared data, in a fixed table of `slots` keys
+//! (`portcullis.introspect.<slot>`), so memory is bounded however many tokens appear. A token
+//! is known only by its SHA-256 (never the raw token); the full digest is stored in the entry
+//! and compared on lookup, so a slot collision can never return another token's entry. Each
+//! token has two candidate slots; a new entry replaces, in order: the token's own entry, an
+//! empty slot, an expired entry, or the live entry expiring sooner — but only if that one
+//! would expire no later than the new entry, so a flood of short-lived negative entries cannot
+//! push out long-lived positive ones. Entries over [`MAX_ENTRY_BYTES`] are not cached.
+//!
+//! One introspection per token across workers: a lease per slot
+//! (`portcullis.introspect.lease.<slot>`, the token's digest and an expiry). At most
+//! `2 × slots` distinct shared-data keys exist.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::b64;
+use crate::callout::{Callout, Reply};
+use crate::jwt;
+use crate::store::SharedStore;
+
+/// Default `cache_duration`: 5 minutes.
+pub const DEFAULT_CACHE_DURATION_MS: u64 = 300_000;
+/// Default `negative_cache_duration`: 10 seconds.
+pub const DEFAULT_NEGATIVE_CACHE_DURATION_MS: u64 = 10_000;
+/// Default cap on an introspection answer's body: 64 KiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Default cap on an opaque token's length: 4 KiB.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 4096;
+/// Default number of slots of the shared cache table (and of lease keys).
+pub const DEFAULT_CACHE_SLOTS: u64 = 4096;
+/// The largest encoded cache entry; larger results are simply not cached. With the default
+/// slot count this bounds the table at 32 MiB in the worst case (typical entries are ~1 KiB).
+pub const MAX_ENTRY_BYTES: usize = 8 * 1024;
+/// Bounded retries of the cache's CAS loop (caching is best effort).
+pub const MAX_CAS_RETRIES: u32 = 4;
+
+/// `Accept` when JWT answers are wanted: the phantom-token by-value JWT first, then RFC 9701,
+/// then plain RFC 7662 JSON.
+pub const ACCEPT_JWT: &str = "application/jwt, application/token-introspection+jwt;q=0.9, application/json;q=0.5";
+/// `Accept` for plain RFC 7662 answers.
+pub const ACCEPT_JSON: &str = "application/json";
+
+/// The largest JOSE header (base64url characters) [`is_opaque`] decodes.
+const MAX_HEADER_B64: usize = 4096;
+
+/// Where introspection requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Envoy cluster name (Istio: `outbound|<port>||<host>`).
+    pub cluster: String,
+    /// `:authority` of the request.
+    pub authority: String,
+    /// `:path` of the request (the introspection endpoint).
+    pub path: String,
+    /// Callout timeout.
+    pub timeout_ms: u64,
+}
+
+/// How the gateway authenticates to the introspection endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: `Authorization: Basic base64(urlenc(id):urlenc(secret))`.
+    #[default]
+    Basic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// Validated introspection settings. `Debug` never prints the client secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The introspection endpoint.
+    pub endpoint: Endpoint,
+    /// Our OAuth client id at the authorization server.
+    pub client_id: String,
+    /// Our client secret (from `client_secret` or `client_secret_env`).
+    pub client_secret: String,
+    /// How the client credentials are sent (default [`ClientAuth::Basic`]).
+    pub client_auth: ClientAuth,
+    /// Ask for a JWT answer ([`ACCEPT_JWT`]) rather than JSON (default false).
+    pub accept_jwt: bool,
+    /// Upper bound on how long an active result is cached (default 300 s).
+    pub cache_duration_ms: u64,
+    /// How long an inactive result is cached (default 10 s; 0 disables negative caching).
+    pub negative_cache_duration_ms: u64,
+    /// Answers with a larger body are refused as unavailable (default 64 KiB).
+    pub max_response_bytes: usize,
+    /// Longer tokens are refused without a callout (default 4 KiB).
+    pub max_token_bytes: usize,
+    /// When set, only opaque tokens starting with this prefix are introspected (for servers
+    /// whose tokens carry one, e.g. `ory_at_`); other tokens are left to other methods.
+    pub opaque_prefix: Option<String>,
+    /// Slots of the shared cache table (default 4096; 0 disables the shared cache and leases).
+    pub cache_slots: u64,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("client_auth", &self.client_auth)
+            .field("accept_jwt", &self.accept_jwt)
+            .field("cache_duration_ms", &self.cache_duration_ms)
+            .field("negative_cache_duration_ms", &self.negative_cache_duration_ms)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_token_bytes", &self.max_token_bytes)
+            .field("opaque_prefix", &self.opaque_prefix)
+            .field("cache_slots", &self.cache_slots)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Settings with every optional field at its default.
+    pub fn new(endpoint: Endpoint, client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Settings {
+            endpoint,
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            client_auth: ClientAuth::Basic,
+            accept_jwt: false,
+            cache_duration_ms: DEFAULT_CACHE_DURATION_MS,
+            negative_cache_duration_ms: DEFAULT_NEGATIVE_CACHE_DURATION_MS,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            opaque_prefix: None,
+            cache_slots: DEFAULT_CACHE_SLOTS,
+        }
+    }
+}
+
+/// The outcome of an introspection (fresh or from the cache).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Introspected {
+    /// The token is active. Only a well-formed negative answer (or a passed `exp`) is `false`.
+    pub active: bool,
+    /// For active tokens: the RFC 7662 members of a JSON or RFC 9701 answer, or the decoded
+    /// claims of a by-value JWT answer. Empty for inactive tokens.
+    pub claims: Map<String, Value>,
+    /// The by-value JWT to forward upstream in place of the opaque token (`application/jwt`
+    /// answers only, active tokens only). Its signature has not been verified here.
+    pub jwt: Option<String>,
+    /// The signed RFC 9701 response, for callers that check its signature. Never to be
+    /// forwarded as an access token; not kept in the cache (`None` on cache hits).
+    pub response_jwt: Option<String>,
+    /// How long this result may be cached (0: not at all). On a cache hit, what is left.
+    pub ttl_ms: u64,
+}
+
+impl Introspected {
+    fn inactive(ttl_ms: u64) -> Self {
+        Introspected { active: false, claims: Map::new(), jwt: None, response_jwt: None, ttl_ms }
+    }
+
+    /// The `client_id` member (RFC 7662 §2.2), for rate limiting and policy.
+    pub fn client_id(&self) -> Option<&str> {
+        self.claims.get("client_id").and_then(Value::as_str)
+    }
+
+    /// The `sub` member.
+    pub fn subject(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+
+    /// Scopes from `scope` (space-separated) or `scp`.
+    pub fn scopes(&self) -> Vec<String> {
+        jwt::scopes_of(&self.claims)
+    }
+}
+
+/// Why an introspection did not produce an answer. Every variant except
+/// [`BadClientCredentials`](IntrospectionError::BadClientCredentials) means "the endpoint is
+/// unavailable" — never "the token is invalid"; both classes are 503 to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntrospectionError {
+    /// The callout failed without a response: connection failure, reset, timeout, no healthy
+    /// host in the cluster.
+    NoResponse,
+    /// The endpoint answered 5xx (overloaded, crashed, or a proxy in front of it failed).
+    ServerError {
+        /// The status received.
+        status: u16,
+        /// Its `Retry-After` in seconds, when given as delta-seconds.
+        retry_after_s: Option<u64>,
+    },
+    /// The endpoint answered 429: it rate-limits the gateway.
+    Throttled {
+        /// Its `Retry-After` in seconds, when given as delta-seconds.
+        retry_after_s: Option<u64>,
+    },
+    /// The endpoint answered 401 or 403: **our** client credentials (client id / secret) are
+    /// wrong, expired or not allowed to introspect. A configuration error: log at error level.
+    BadClientCredentials {
+        /// The status received.
+        status: u16,
+    },
+    /// Any other non-200 status (a 400 from a wrong path or request shape, 404, 3xx, ...).
+    UnexpectedStatus {
+        /// The status received.
+        status: u16,
+    },
+    /// The body exceeds `max_response_bytes`.
+    TooLarge {
+        /// The body's length.
+        len: usize,
+    },
+    /// The answer's media type is missing or not one we asked for.
+    ContentType,
+    /// A JSON answer that is not a JSON object (garbage, empty, truncated, duplicate members).
+    MalformedBody,
+    /// `active` is missing or not a boolean (RFC 7662 §2.2 requires a boolean).
+    MalformedActive,
+    /// A member with a registered meaning has the wrong type (for example a string `exp`).
+    MalformedClaims,
+    /// A JWT answer that is not a well-formed JWS with a JSON object payload, or an RFC 9701
+    /// answer without a `token_introspection` object.
+    MalformedJwt,
+}
+
+impl IntrospectionError {
+    /// A stable code for logs and stats (never contains answer text).
+    pub fn code(&self) -> &'static str {
+        match self {
+            IntrospectionError::NoResponse => "introspection_no_response",
+            IntrospectionError::ServerError { .. } => "introspection_server_error",
+            IntrospectionError::Throttled { .. } => "introspection_throttled",
+            IntrospectionError::BadClientCredentials { .. } => "introspection_bad_client_credentials",
+            IntrospectionError::UnexpectedStatus { .. } => "introspection_unexpected_status",
+            IntrospectionError::TooLarge { .. } => "introspection_too_large",
+            IntrospectionError::ContentType => "introspection_content_type",
+            IntrospectionError::MalformedBody => "introspection_malformed_body",
+            IntrospectionError::MalformedActive => "introspection_malformed_active",
+            IntrospectionError::MalformedClaims => "introspection_malformed_claims",
+            IntrospectionError::MalformedJwt => "introspection_malformed_jwt",
+        }
+    }
+
+    /// True when our own client credentials were refused (a configuration error).
+    pub fn is_bad_client_credentials(&self) -> bool {
+        matches!(self, IntrospectionError::BadClientCredentials { .. })
+    }
+
+    /// The endpoint's `Retry-After`, when it gave one.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            IntrospectionError::ServerError { retry_after_s, .. } | IntrospectionError::Throttled { retry_after_s } => {
+                *retry_after_s
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IntrospectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntrospectionError::ServerError { status, .. }
+            | IntrospectionError::BadClientCredentials { status }
+            | IntrospectionError::UnexpectedStatus { status } => write!(f, "{} (status {status})", self.code()),
+            IntrospectionError::TooLarge { len } => write!(f, "{} ({len} bytes)", self.code()),
+            _ => f.write_str(self.code()),
+        }
+    }
+}
+
+impl std::error::Error for IntrospectionError {}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+
+/// True when `token` is not a JWS: not three dot-separated segments whose first decodes
+/// (base64url) to a JSON object with a string `alg`. Cheap: only the header is parsed, never
+/// the payload. JWE (five segments) and random strings are opaque.
+pub fn is_opaque(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return true;
+    };
+    if h.is_empty() || h.len() > MAX_HEADER_B64 {
+        return true;
+    }
+    let Some(bytes) = b64::decode(h) else { return true };
+    // Only an object qualifies (a derived struct would also accept a JSON array).
+    !serde_json::from_slice::<Map<String, Value>>(&bytes).is_ok_and(|h| h.get("alg").is_some_and(Value::is_string))
+}
+
+/// True when this token is for introspection: opaque, and carrying `opaque_prefix` if set.
+pub fn is_candidate(s: &Settings, token: &str) -> bool {
+    s.opaque_prefix.as_deref().is_none_or(|p| token.starts_with(p)) && is_opaque(token)
+}
+
+/// True when the token may be sent to the endpoint at all: non-empty, within
+/// `max_token_bytes`, and of RFC 6750 §2.1 `b64token` syntax. A candidate failing this is
+/// malformed (401 `invalid_token`) without a callout.
+pub fn is_well_formed(s: &Settings, token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    token.len() <= s.max_token_bytes
+        && !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+/// Appends `text` form-urlencoded (RFC 6749 Appendix B): RFC 3986 unreserved characters as
+/// they are, space as `+`, every other byte of the UTF-8 encoding as `%XX`.
+fn form_encode_into(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(char::from(b)),
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            }
+        }
+    }
+}
+
+/// Form-urlencodes one value.
+pub fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    form_encode_into(text, &mut out);
+    out
+}
+
+/// `Basic <base64(urlenc(client_id) ":" urlenc(client_secret))>` (RFC 6749 §2.3.1).
+pub fn basic_authorization(client_id: &str, client_secret: &str) -> String {
+    let pair = format!("{}:{}", form_encode(client_id), form_encode(client_secret));
+    format!("Basic {}", STANDARD.encode(pair.as_bytes()))
+}
+
+/// The introspection callout for `token` (RFC 7662 §2.1).
+pub fn request(s: &Settings, token: &str) -> Callout {
+    let mut body = String::with_capacity(token.len() + 64);
+    body.push_str("token=");
+    form_encode_into(token, &mut body);
+    body.push_str("&token_type_hint=access_token");
+    let mut headers = vec![
+        ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+        ("accept".to_string(), if s.accept_jwt { ACCEPT_JWT } else { ACCEPT_JSON }.to_string()),
+    ];
+    match s.client_auth {
+        ClientAuth::Basic => {
+            headers.push(("authorization".to_string(), basic_authorization(&s.client_id, &s.client_secret)));
+        }
+        ClientAuth::Post => {
+            body.push_str("&client_id=");
+            form_encode_into(&s.client_id, &mut body);
+            body.push_str("&client_secret=");
+            form_encode_into(&s.client_secret, &mut body);
+        }
+    }
+    Callout {
+        cluster: s.endpoint.cluster.clone(),
+        method: "POST".to_string(),
+        authority: s.endpoint.authority.clone(),
+        path: s.endpoint.path.clone(),
+        headers,
+        body: Some(body.into_bytes()),
+        timeout_ms: s.endpoint.timeout_ms,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answer
+
+/// What `Cache-Control` allows for an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// No caching directive: the configured duration applies.
+    Unspecified,
+    /// `no-store` or `no-cache`: do not cache.
+    NoStore,
+    /// `s-maxage` (preferred) or `max-age`, in seconds; an invalid value counts as 0.
+    MaxAge(u64),
+}
+
+fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+    reply.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// delta-seconds (RFC 9110 §10.2.3 / RFC 9111 §1.2.2), optionally quoted; saturating.
+fn delta_seconds(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(t);
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(t.bytes().fold(0u64, |n, b| n.saturating_mul(10).saturating_add(u64::from(b - b'0'))))
+}
+
+/// Reads every `Cache-Control` header of the answer (RFC 9111 §5.2.2).
+pub fn freshness(reply: &Reply) -> Freshness {
+    let (mut max_age, mut s_maxage): (Option<u64>, Option<u64>) = (None, None);
+    for (_, value) in reply.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("cache-control")) {
+        for directive in value.split(',') {
+            let (name, arg) = match directive.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a)),
+                None => (directive.trim(), None),
+            };
+            if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+                return Freshness::NoStore;
+            }
+            let seconds = || arg.and_then(delta_seconds).unwrap_or(0);
+            if name.eq_ignore_ascii_case("max-age") {
+                max_age = Some(max_age.map_or(seconds(), |m| m.min(seconds())));
+            } else if name.eq_ignore_ascii_case("s-maxage") {
+                s_maxage = Some(s_maxage.map_or(seconds(), |m| m.min(seconds())));
+            }
+        }
+    }
+    match s_maxage.or(max_age) {
+        Some(s) => Freshness::MaxAge(s),
+        None => Freshness::Unspecified,
+    }
+}
+
+/// How long an active result may be cached: `min(cache_duration, exp − now, max-age)`, 0 for
+/// `no-store`. `None` when `exp` has passed (`exp <= now`): the token is not active.
+pub fn positive_ttl_ms(cache_duration_ms: u64, exp_s: Option<u64>, freshness: Freshness, now_s: u64) -> Option<u64> {
+    let mut ttl = cache_duration_ms;
+    if let Some(exp) = exp_s {
+        if exp <= now_s {
+            return None;
+        }
+        ttl = ttl.min((exp - now_s).saturating_mul(1000));
+    }
+    match freshness {
+        Freshness::Unspecified => {}
+        Freshness::NoStore => ttl = 0,
+        Freshness::MaxAge(s) => ttl = ttl.min(s.saturating_mul(1000)),
+    }
+    Some(ttl)
+}
+
+/// A JSON object whose deserialisation refuses duplicate member names.
+struct UniqueObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueObject, A::Error> {
+                let mut out = Map::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    if out.contains_key(&k) {
+                        return Err(de::Error::custom("duplicate member"));
+                    }
+                    let v: Value = map.next_value()?;
+                    out.insert(k, v);
+                }
+                Ok(UniqueObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A NumericDate member (RFC 7519 §2): absent, or a non-negative number (fractions dropped).
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, IntrospectionError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => Ok(Some(u)),
+            (None, Some(f)) if f >= 0.0 && f.is_finite() => Ok(Some(f as u64)),
+            _ => Err(IntrospectionError::MalformedClaims),
+        },
+        Some(_) => Err(IntrospectionError::MalformedClaims),
+    }
+}
+
+/// The members of an answer, before lifetimes are applied.
+struct Draft {
+    active: bool,
+    /// `exp` of an active token.
+    exp: Option<u64>,
+    claims: Map<String, Value>,
+    jwt: Option<String>,
+    response_jwt: Option<String>,
+}
+
+/// Takes `active` (a boolean, required) and, for active tokens, checks `exp`'s type.
+fn members(claims: Map<String, Value>) -> Result<Draft, IntrospectionError> {
+    let active = match claims.get("active") {
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(IntrospectionError::MalformedActive),
+    };
+    if !active {
+        return Ok(Draft { active: false, exp: None, claims: Map::new(), jwt: None, response_jwt: None });
+    }
+    let exp = numeric_date(&claims, "exp")?;
+    Ok(Draft { active: true, exp, claims, jwt: None, response_jwt: None })
+}
+
+fn parse_json(body: &[u8]) -> Result<Draft, IntrospectionError> {
+    let object = serde_json::from_slice::<UniqueObject>(body).map_err(|_| IntrospectionError::MalformedBody)?.0;
+    members(object)
+}
+
+/// The `typ` of a JWS header that [`jwt::parse`] already accepted.
+fn jose_typ(token: &str) -> Option<String> {
+    let header = token.split('.').next().and_then(b64::decode)?;
+    match serde_json::from_slice::<Value>(&header).ok()?.get("typ")? {
+        Value::String(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+fn parse_jwt(body: &[u8], rfc9701_media: bool, max_len: usize) -> Result<Draft, IntrospectionError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| IntrospectionError::MalformedJwt)?
+        .trim_matches(|c: char| c.is_ascii_whitespace());
+    let parsed = jwt::parse(text, max_len).map_err(|_| IntrospectionError::MalformedJwt)?;
+    let typ_9701 = jose_typ(text).is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t == "token-introspection+jwt" || t == "application/token-introspection+jwt"
+    });
+    let mut claims = parsed.claims;
+    if rfc9701_media || typ_9701 || claims.contains_key("token_introspection") {
+        let Some(Value::Object(inner)) = claims.remove("token_introspection") else {
+            return Err(IntrospectionError::MalformedJwt);
+        };
+        let mut draft = members(inner)?;
+        draft.response_jwt = draft.active.then(|| text.to_string());
+        return Ok(draft);
+    }
+    // A by-value access token: issued at all means active.
+    let exp = numeric_date(&claims, "exp")?;
+    Ok(Draft { active: true, exp, claims, jwt: Some(text.to_string()), response_jwt: None })
+}
+
+/// The media type of the answer (parameters dropped), lower-cased.
+fn media_type(reply: &Reply) -> Option<String> {
+    let ct = header(reply, "content-type")?;
+    let media = ct.split(';').next().unwrap_or(ct).trim();
+    Some(media.to_ascii_lowercase())
+}
+
+/// Interprets the introspection answer at `now_s` (Unix seconds). See the module docs for
+/// which answers mean "inactive" and which are errors.
+pub fn parse_reply(s: &Settings, reply: &Reply, now_s: u64) -> Result<Introspected, IntrospectionError> {
+    let status = reply.status.ok_or(IntrospectionError::NoResponse)?;
+    let retry_after_s = || header(reply, "retry-after").and_then(delta_seconds);
+    match status {
+        200 => {}
+        // Phantom-token convention: no JWT for an inactive token.
+        204 if s.accept_jwt && reply.body.is_empty() => {
+            return Ok(Introspected::inactive(s.negative_cache_duration_ms));
+        }
+        401 | 403 => return Err(IntrospectionError::BadClientCredentials { status }),
+        429 => return Err(IntrospectionError::Throttled { retry_after_s: retry_after_s() }),
+        500..=599 => return Err(IntrospectionError::ServerError { status, retry_after_s: retry_after_s() }),
+        _ => return Err(IntrospectionError::UnexpectedStatus { status }),
+    }
+    if reply.body.len() > s.max_response_bytes {
+        return Err(IntrospectionError::TooLarge { len: reply.body.len() });
+    }
+    let media = media_type(reply).ok_or(IntrospectionError::ContentType)?;
+    let draft = match media.as_str() {
+        "application/json" => parse_json(&reply.body)?,
+        "application/jwt" if s.accept_jwt => parse_jwt(&reply.body, false, s.max_response_bytes)?,
+        "application/token-introspection+jwt" if s.accept_jwt => parse_jwt(&reply.body, true, s.max_response_bytes)?,
+        _ => return Err(IntrospectionError::ContentType),
+    };
+    if !draft.active {
+        return Ok(Introspected::inactive(s.negative_cache_duration_ms));
+    }
+    match positive_ttl_ms(s.cache_duration_ms, draft.exp, freshness(reply), now_s) {
+        None => Ok(Introspected::inactive(s.negative_cache_duration_ms)),
+        Some(ttl_ms) => Ok(Introspected {
+            active: true,
+            claims: draft.claims,
+            jwt: draft.jwt,
+            response_jwt: draft.response_jwt,
+            ttl_ms,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared cache
+
+const ENTRY_VERSION: u8 = 1;
+const KIND_NONE: u8 = 0;
+const KIND_CLAIMS: u8 = 1;
+const KIND_JWT: u8 = 2;
+/// version, active, kind, digest (32), expiry (8).
+const ENTRY_HEADER: usize = 3 + 32 + 8;
+/// digest (32), expiry (8).
+const LEASE_LEN: usize = 32 + 8;
+
+/// The shared-data key of a cache slot.
+pub fn cache_key(slot: u64) -> String {
+    format!("portcullis.introspect.{slot}")
+}
+
+/// The shared-data key of a lease slot.
+pub fn lease_key(slot: u64) -> String {
+    format!("portcullis.introspect.lease.{slot}")
+}
+
+/// The token's SHA-256 and its two candidate slots (`slots` must be non-zero).
+fn locate(token: &str, slots: u64) -> ([u8; 32], u64, u64) {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&digest[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    let a = word(0) % slots;
+    let mut b = word(8) % slots;
+    if b == a && slots > 1 {
+        b = (a + 1) % slots;
+    }
+    (digest, a, b)
+}
+
+fn u64_at(v: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(v.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A decoded cache entry, borrowing its payload.
+struct Entry<'a> {
+    active: bool,
+    kind: u8,
+    digest: &'a [u8],
+    expires_ms: u64,
+    payload: &'a [u8],
+}
+
+fn decode_entry(v: &[u8]) -> Option<Entry<'_>> {
+    if v.len() < ENTRY_HEADER || v.first() != Some(&ENTRY_VERSION) {
+        return None;
+    }
+    Some(Entry {
+        active: *v.get(1)? == 1,
+        kind: *v.get(2)?,
+        digest: v.get(3..35)?,
+        expires_ms: u64_at(v, 35)?,
+        payload: v.get(ENTRY_HEADER..)?,
+    })
+}
+
+fn encode_entry(r: &Introspected, digest: &[u8; 32], expires_ms: u64) -> Option<Vec<u8>> {
+    let (kind, payload): (u8, Vec<u8>) = match (r.active, &r.jwt) {
+        (false, _) => (KIND_NONE, Vec::new()),
+        (true, Some(jwt)) => (KIND_JWT, jwt.as_bytes().to_vec()),
+        (true, None) => (KIND_CLAIMS, serde_json::to_vec(&r.claims).ok()?),
+    };
+    let mut out = Vec::with_capacity(ENTRY_HEADER + payload.len());
+    out.push(ENTRY_VERSION);
+    out.push(u8::from(r.active));
+    out.push(kind);
+    out.extend_from_slice(digest);
+    out.extend_from_slice(&expires_ms.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Some(out)
+}
+
+fn materialize(e: &Entry<'_>, now_ms: u64) -> Option<Introspected> {
+    let ttl_ms = e.expires_ms.saturating_sub(now_ms);
+    if !e.active {
+        return Some(Introspected::inactive(ttl_ms));
+    }
+    let (claims, jwt) = match e.kind {
+        KIND_JWT => {
+            let token = std::str::from_utf8(e.payload).ok()?;
+            let claims = jwt::parse(token, usize::MAX).ok()?.claims;
+            (claims, Some(token.to_string()))
+        }
+        KIND_CLAIMS => (serde_json::from_slice::<Map<String, Value>>(e.payload).ok()?, None),
+        _ => return None,
+    };
+    Some(Introspected { active: true, claims, jwt, response_jwt: None, ttl_ms })
+}
+
+/// A live cached result for `token` at `now_ms`, from any worker. `slots` must be the same
+/// everywhere (0 disables the cache).
+pub fn cache_get(store: &dyn SharedStore, slots: u64, token: &str, now_ms: u64) -> Option<Introspected> {
+    if slots == 0 {
+        return None;
+    }
+    let (digest, a, b) = locate(token, slots);
+    let candidates = if a == b { &[a][..] } else { &[a, b][..] };
+    for &slot in candidates {
+        let (value, _) = store.get(&cache_key(slot));
+        if let Some(e) = value.as_deref().and_then(decode_entry) {
+            if e.digest == digest.as_slice() && e.expires_ms > now_ms {
+                return materialize(&e, now_ms);
+            }
+        }
+    }
+    None
+}
+
+/// Caches `result` for `token` for `result.ttl_ms` from `now_ms` (best effort: a lost race,
+/// an entry over [`MAX_ENTRY_BYTES`], a TTL of 0 or a table full of longer-lived entries
+/// leaves it uncached). Cache only results the caller has accepted (for example after
+/// verifying [`Introspected::jwt`]): hits are not verified again.
+pub fn cache_put(store: &dyn SharedStore, slots: u64, token: &str, result: &Introspected, now_ms: u64) {
+    if slots == 0 || result.ttl_ms == 0 {
+        return;
+    }
+    let (digest, a, b) = locate(token, slots);
+    let expires_ms = now_ms.saturating_add(result.ttl_ms);
+    let Some(value) = encode_entry(result, &digest, expires_ms) else { return };
+    if value.len() > MAX_ENTRY_BYTES {
+        return;
+    }
+    let candidates = if a == b { vec![a] } else { vec![a, b] };
+    for _ in 0..MAX_CAS_RETRIES {
+        let read: Vec<(u64, u32, Held)> = candidates
+            .iter()
+            .map(|&slot| {
+                let (v, cas) = store.get(&cache_key(slot));
+                let held = match v.as_deref().and_then(decode_entry) {
+                    Some(e) if e.digest == digest.as_slice() => Held::Own,
+                    Some(e) if e.expires_ms > now_ms => Held::Other(e.expires_ms),
+                    _ => Held::Free,
+                };
+                (slot, cas, held)
+            })
+            .collect();
+        // The token's own entry, else an empty or expired slot, else the live entry expiring
+        // sooner — if it would not outlive the new one.
+        let target =
+            read.iter().find(|r| r.2 == Held::Own).or_else(|| read.iter().find(|r| r.2 == Held::Free)).or_else(|| {
+                read.iter()
+                    .filter_map(|r| match r.2 {
+                        Held::Other(e) if e <= expires_ms => Some((e, r)),
+                        _ => None,
+                    })
+                    .min_by_key(|(e, _)| *e)
+                    .map(|(_, r)| r)
+            });
+        let Some(&(slot, cas, _)) = target else { return };
+        if store.set(&cache_key(slot), &value, cas).is_ok() {
+            return;
+        }
+    }
+}
+
+/// What a cache slot holds, as seen by one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// This token's entry (live or not).
+    Own,
+    /// Nothing usable: empty, garbage, or expired.
+    Free,
+    /// Another token's live entry, expiring at this time (ms).
+    Other(u64),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single flight
+
+fn decode_lease(v: &[u8]) -> Option<(&[u8], u64)> {
+    if v.len() != LEASE_LEN {
+        return None;
+    }
+    Some((v.get(..32)?, u64_at(v, 32)?))
+}
+
+fn encode_lease(digest: &[u8; 32], expires_ms: u64) -> [u8; LEASE_LEN] {
+    let mut out = [0u8; LEASE_LEN];
+    out[..32].copy_from_slice(digest);
+    out[32..].copy_from_slice(&expires_ms.to_le_bytes());
+    out
+}
+
+/// Asks to introspect `token` now. `false` means another request (any worker) is introspecting
+/// this very token and holds the lease until it ends or `hold_ms` passes: wait for its cached
+/// result rather than calling the endpoint again. `true` means go ahead: the lease is ours, or
+/// the lease slot is busy with a *different* token (a slot collision: no coordination then,
+/// never a wait for an answer that will not come), or `slots` is 0.
+///
+/// Only a caller that got `true` may call [`end`].
+pub fn try_begin(store: &dyn SharedStore, slots: u64, token: &str, now_ms: u64, hold_ms: u64) -> bool {
+    if slots == 0 {
+        return true;
+    }
+    let (digest, slot, _) = locate(token, slots);
+    let key = lease_key(slot);
+    let live_holder = |v: Option<Vec<u8>>| -> Option<bool> {
+        let v = v?;
+        let (holder, expires_ms) = decode_lease(&v)?;
+        (expires_ms > now_ms).then(|| holder == digest.as_slice())
+    };
+    let (value, cas) = store.get(&key);
+    match live_holder(value) {
+        Some(true) => return false,
+        Some(false) => return true,
+        None => {}
+    }
+    if store.set(&key, &encode_lease(&digest, now_ms.saturating_add(hold_ms)), cas).is_ok() {
+        return true;
+    }
+    // Lost the race: someone else just took the lease, perhaps for this same token.
+    let (value, _) = store.get(&key);
+    live_holder(value) != Some(true)
+}
+
+/// Ends this token's lease (best effort) once its result is cached or the callout failed, so
+/// waiting requests stop waiting. Does nothing if the lease is not held for this token.
+pub fn end(store: &dyn SharedStore, slots: u64, token: &str) {
+    if slots == 0 {
+        return;
+    }
+    let (digest, slot, _) = locate(token, slots);
+    let key = lease_key(slot);
+    let (value, cas) = store.get(&key);
+    if value.as_deref().and_then(decode_lease).is_some_and(|(holder, _)| holder == digest.as_slice()) {
+        let _ = store.set(&key, &encode_lease(&digest, 0), cas);
+    }
+}
+
+#[cfg(test)]
+mod tests;
