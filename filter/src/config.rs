@@ -190,6 +190,11 @@ struct RawIntrospection {
     claim_to_headers: Vec<RawClaimToHeader>,
     cache_duration: Option<String>,
     negative_cache_duration: Option<String>,
+    claims_header: Option<String>,
+    verify_with: Option<String>,
+    opaque_prefix: Option<String>,
+    cache_slots: Option<u64>,
+    max_token_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +206,7 @@ struct RawPasswordGrant {
     issue: Option<RawIssue>,
     forward: Option<RawForwardHeaders>,
     lockout: Option<RawLockout>,
+    max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,6 +440,43 @@ pub enum Method {
     /// The JWT provider at this index of [`Config::providers`].
     Provider(usize),
     ApiKey,
+    /// Opaque tokens exchanged through RFC 7662 introspection.
+    Introspection,
+}
+
+/// Validated introspection (phantom-token) settings.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub settings: crate::introspection::Settings,
+    /// Where opaque tokens are read.
+    pub sources: Vec<Source>,
+    /// Header (and value prefix) that carries the by-value JWT upstream.
+    pub upstream_header: Option<(String, String)>,
+    /// Header that carries the introspected claims (base64url JSON) when there is no JWT.
+    pub claims_header: String,
+    pub claim_to_headers: Vec<(String, ClaimPath)>,
+    /// Provider (index) that must verify a returned JWT.
+    pub verify_with: Option<usize>,
+}
+
+/// What the password grant does with an accepted login.
+#[derive(Debug, Clone)]
+pub enum GrantMode {
+    /// Pass the token request on to the token server with identity headers.
+    Forward { identity_header: String, extra_info_header: String },
+    /// Answer it: Portcullis issues and signs the token.
+    Issue { issuer: std::rc::Rc<crate::identity::Issuer>, jwks_path: String },
+}
+
+/// Validated password-grant settings.
+#[derive(Debug, Clone)]
+pub struct PasswordGrant {
+    pub token_path: String,
+    /// Identity backends, newest `registered_at` first.
+    pub backends: Vec<crate::identity::Backend>,
+    pub mode: GrantMode,
+    pub lockout: Option<crate::lockout::Policy>,
+    pub max_body_bytes: usize,
 }
 
 /// What a route requires.
@@ -506,6 +549,8 @@ pub struct Config {
     pub default_plan: Option<String>,
     /// Set when `rate_limit` is configured.
     pub rate_limit: Option<RateLimitSettings>,
+    pub introspection: Option<Introspection>,
+    pub password_grant: Option<PasswordGrant>,
     pub routes: Vec<Route>,
     pub default_requires: Requires,
     pub on_dependency_down: DependencyDown,
@@ -686,14 +731,14 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         Some(a) => Some(validate_api_keys(a, &plans)?),
     };
 
-    if raw.introspection.is_some() {
-        validate_introspection_shape(raw.introspection.as_ref(), env)?;
-        return err("introspection", "token introspection is not available in this build yet (see README \"Status\")");
-    }
-    if let Some(pg) = &raw.password_grant {
-        validate_password_grant_shape(pg, env)?;
-        return err("password_grant", "the password grant is not available in this build yet (see README \"Status\")");
-    }
+    let introspection = match &raw.introspection {
+        None => None,
+        Some(i) => Some(validate_introspection(i, &providers, env)?),
+    };
+    let password_grant = match &raw.password_grant {
+        None => None,
+        Some(pg) => Some(validate_password_grant(pg, env)?),
+    };
     if let Some(ev) = &raw.events {
         for (i, w) in ev.webhooks.iter().enumerate() {
             validate_endpoint(&format!("events.webhooks[{i}]"), w)?;
@@ -710,13 +755,16 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         return err("events", "event sinks are not available in this build yet (see README \"Status\")");
     }
 
-    let ctx = MethodCtx { providers: &providers, api_keys: api_keys.is_some() };
+    let ctx = MethodCtx { providers: &providers, api_keys: api_keys.is_some(), introspection: introspection.is_some() };
     let default_requires = match raw.requires {
         Some(r) => validate_requires("requires", r, &ctx)?,
         None => {
             let mut all: Vec<Method> = (0..providers.len()).map(Method::Provider).collect();
             if api_keys.is_some() {
                 all.push(Method::ApiKey);
+            }
+            if introspection.is_some() {
+                all.push(Method::Introspection);
             }
             if all.is_empty() {
                 Requires::None
@@ -811,6 +859,17 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             owned_headers.push(h.clone());
         }
     }
+    if let Some(i) = &introspection {
+        owned_headers.push(i.claims_header.clone());
+        for (h, _) in &i.claim_to_headers {
+            owned_headers.push(h.clone());
+        }
+    }
+    if let Some(PasswordGrant { mode: GrantMode::Forward { identity_header, extra_info_header }, .. }) = &password_grant
+    {
+        owned_headers.push(identity_header.clone());
+        owned_headers.push(extra_info_header.clone());
+    }
     owned_headers.sort();
     owned_headers.dedup();
 
@@ -822,6 +881,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         plans,
         default_plan,
         rate_limit,
+        introspection,
+        password_grant,
         routes,
         default_requires,
         on_dependency_down,
@@ -844,6 +905,7 @@ fn credential_headers<'a>(providers: &'a [Provider], api: Option<&'a ApiKeys>) -
 struct MethodCtx<'a> {
     providers: &'a [Provider],
     api_keys: bool,
+    introspection: bool,
 }
 
 fn validate_requires(path: &str, raw: RawRequires, ctx: &MethodCtx) -> Result<Requires, ConfigError> {
@@ -867,7 +929,12 @@ fn validate_requires(path: &str, raw: RawRequires, ctx: &MethodCtx) -> Result<Re
                 return err(p, "\"api_key\" is named but api_keys is not configured");
             }
             Method::ApiKey
-        } else if name == "introspection" || name == "mtls" {
+        } else if name == "introspection" {
+            if !ctx.introspection {
+                return err(p, "\"introspection\" is named but introspection is not configured");
+            }
+            Method::Introspection
+        } else if name == "mtls" {
             return err(p, format!("{name:?} is not available in this build yet (see README \"Status\")"));
         } else if name == "none" {
             return err(p, "\"none\" cannot be combined with other methods; use requires: \"none\"");
@@ -877,6 +944,9 @@ fn validate_requires(path: &str, raw: RawRequires, ctx: &MethodCtx) -> Result<Re
             let mut known: Vec<&str> = ctx.providers.iter().map(|p| p.name.as_str()).collect();
             if ctx.api_keys {
                 known.push("api_key");
+            }
+            if ctx.introspection {
+                known.push("introspection");
             }
             if known.is_empty() {
                 return err(p, format!("unknown credential method {name:?} (no providers or api_keys are configured)"));
@@ -1187,48 +1257,112 @@ fn validate_endpoint(path: &str, e: &RawEndpoint) -> Result<u64, ConfigError> {
     positive_dur(&format!("{path}.timeout"), e.timeout.as_deref(), 1000)
 }
 
-fn validate_introspection_shape(
-    i: Option<&RawIntrospection>,
+fn validate_introspection(
+    i: &RawIntrospection,
+    providers: &[Provider],
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    let Some(i) = i else { return Ok(()) };
-    validate_endpoint("introspection.endpoint", &i.endpoint)?;
+) -> Result<Introspection, ConfigError> {
+    use crate::introspection as intro;
+    let timeout_ms = validate_endpoint("introspection.endpoint", &i.endpoint)?;
     if i.client_id.is_empty() {
         return err("introspection.client_id", "must not be empty");
     }
-    secret("introspection", "client_secret", i.client_secret.clone(), i.client_secret_env.clone(), env)?;
-    for (j, h) in i.from_headers.iter().flatten().enumerate() {
-        header_name(&format!("introspection.from_headers[{j}].name"), &h.name)?;
+    let secret = secret("introspection", "client_secret", i.client_secret.clone(), i.client_secret_env.clone(), env)?;
+    let mut sources = Vec::new();
+    match &i.from_headers {
+        None => sources.push(Source::Header { name: "authorization".into(), prefix: "Bearer ".into() }),
+        Some(hs) => {
+            if hs.is_empty() {
+                return err("introspection.from_headers", "must not be empty (omit it for Authorization: Bearer)");
+            }
+            for (j, h) in hs.iter().enumerate() {
+                let name = header_name(&format!("introspection.from_headers[{j}].name"), &h.name)?;
+                sources.push(Source::Header { name, prefix: h.value_prefix.clone().unwrap_or_default() });
+            }
+        }
     }
-    if let Some(h) = &i.upstream_header {
-        header_name("introspection.upstream_header.name", &h.name)?;
-    }
+    let upstream_header = match &i.upstream_header {
+        None => None,
+        Some(h) => Some((
+            header_name("introspection.upstream_header.name", &h.name)?,
+            h.value_prefix.clone().unwrap_or_default(),
+        )),
+    };
+    let mut claim_to_headers = Vec::new();
     for (j, c) in i.claim_to_headers.iter().enumerate() {
-        header_name(&format!("introspection.claim_to_headers[{j}].header_name"), &c.header_name)?;
-        claim_path(&format!("introspection.claim_to_headers[{j}].claim_name"), &c.claim_name)?;
+        let cp = format!("introspection.claim_to_headers[{j}]");
+        let h = header_name(&format!("{cp}.header_name"), &c.header_name)?;
+        if h.starts_with(OWNED_PREFIX) {
+            return err(
+                format!("{cp}.header_name"),
+                format!("header names starting with {OWNED_PREFIX:?} are reserved for Portcullis"),
+            );
+        }
+        claim_to_headers.push((h, claim_path(&format!("{cp}.claim_name"), &c.claim_name)?));
     }
+    let claims_header = match &i.claims_header {
+        None => "x-portcullis-token-claims".to_string(),
+        Some(h) => header_name("introspection.claims_header", h)?,
+    };
+    let verify_with = match &i.verify_with {
+        None => None,
+        Some(name) => match providers.iter().position(|p| &p.name == name) {
+            Some(ix) => Some(ix),
+            None => return err("introspection.verify_with", format!("unknown provider {name:?}")),
+        },
+    };
+    let endpoint = intro::Endpoint {
+        cluster: i.endpoint.cluster.clone(),
+        authority: i.endpoint.authority.clone(),
+        path: i.endpoint.path.clone(),
+        timeout_ms,
+    };
+    let mut settings = intro::Settings::new(endpoint, i.client_id.clone(), secret);
+    settings.accept_jwt = i.accept_jwt;
     if let Some(d) = &i.cache_duration {
-        dur("introspection.cache_duration", d)?;
+        settings.cache_duration_ms = dur("introspection.cache_duration", d)?;
     }
     if let Some(d) = &i.negative_cache_duration {
-        dur("introspection.negative_cache_duration", d)?;
+        settings.negative_cache_duration_ms = dur("introspection.negative_cache_duration", d)?;
     }
-    let _ = i.accept_jwt;
-    Ok(())
+    if let Some(p) = &i.opaque_prefix {
+        if p.is_empty() {
+            return err("introspection.opaque_prefix", "must not be empty");
+        }
+        settings.opaque_prefix = Some(p.clone());
+    }
+    if let Some(n) = i.cache_slots {
+        if n > 1_048_576 {
+            return err("introspection.cache_slots", "must be at most 1048576 (0 disables the cache)");
+        }
+        settings.cache_slots = n;
+    }
+    if let Some(n) = i.max_token_bytes {
+        if !(16..=65_536).contains(&n) {
+            return err("introspection.max_token_bytes", "must be between 16 and 65536");
+        }
+        settings.max_token_bytes = n as usize;
+    }
+    Ok(Introspection { settings, sources, upstream_header, claims_header, claim_to_headers, verify_with })
 }
 
-fn validate_password_grant_shape(
+fn validate_password_grant(
     pg: &RawPasswordGrant,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+) -> Result<PasswordGrant, ConfigError> {
+    use crate::identity;
     check_path("password_grant.token_path", &pg.token_path)?;
     if pg.identities.is_empty() {
         return err("password_grant.identities", "must list at least one identity backend");
     }
+    let mut backends = Vec::new();
     for (i, id) in pg.identities.iter().enumerate() {
         let p = format!("password_grant.identities[{i}]");
         check_name(&format!("{p}.name"), &id.name)?;
-        validate_endpoint(
+        if pg.identities[..i].iter().any(|o| o.name == id.name) {
+            return err(format!("{p}.name"), format!("duplicate identity backend name {:?}", id.name));
+        }
+        let timeout_ms = validate_endpoint(
             &p,
             &RawEndpoint {
                 cluster: id.cluster.clone(),
@@ -1237,23 +1371,33 @@ fn validate_password_grant_shape(
                 timeout: id.timeout.clone(),
             },
         )?;
-        if parse_rfc3339(&id.registered_at).is_none() {
+        let Some(registered_at) = parse_rfc3339(&id.registered_at) else {
             return err(
                 format!("{p}.registered_at"),
                 format!("must be an RFC 3339 UTC time like \"2026-03-01T00:00:00Z\", got {:?}", id.registered_at),
             );
-        }
+        };
+        backends.push(identity::Backend {
+            name: id.name.clone(),
+            cluster: id.cluster.clone(),
+            authority: id.authority.clone(),
+            path: id.path.clone(),
+            timeout_ms,
+            registered_at,
+        });
     }
-    match pg.mode.as_str() {
+    let mode = match pg.mode.as_str() {
         "forward" => {
+            let (mut ih, mut xh) = ("x-portcullis-identity".to_string(), "x-portcullis-extra-info".to_string());
             if let Some(f) = &pg.forward {
                 if let Some(h) = &f.identity_header {
-                    header_name("password_grant.forward.identity_header", h)?;
+                    ih = header_name("password_grant.forward.identity_header", h)?;
                 }
                 if let Some(h) = &f.extra_info_header {
-                    header_name("password_grant.forward.extra_info_header", h)?;
+                    xh = header_name("password_grant.forward.extra_info_header", h)?;
                 }
             }
+            GrantMode::Forward { identity_header: ih, extra_info_header: xh }
         }
         "issue" => {
             let Some(is) = &pg.issue else {
@@ -1262,13 +1406,13 @@ fn validate_password_grant_shape(
             if is.issuer.is_empty() {
                 return err("password_grant.issue.issuer", "must not be empty");
             }
-            if !["ES256", "RS256", "EdDSA"].contains(&is.algorithm.as_str()) {
+            let Some(alg) = identity::SigningAlg::parse(&is.algorithm) else {
                 return err(
                     "password_grant.issue.algorithm",
                     format!("must be \"ES256\", \"RS256\" or \"EdDSA\", got {:?}", is.algorithm),
                 );
-            }
-            secret(
+            };
+            let pem = secret(
                 "password_grant.issue",
                 "signing_key_pem",
                 is.signing_key_pem.clone(),
@@ -1278,24 +1422,58 @@ fn validate_password_grant_shape(
             if is.kid.is_empty() {
                 return err("password_grant.issue.kid", "must not be empty");
             }
-            if let Some(l) = &is.lifetime {
-                dur("password_grant.issue.lifetime", l)?;
+            for (j, a) in is.audiences.iter().enumerate() {
+                if a.is_empty() {
+                    return err(format!("password_grant.issue.audiences[{j}]"), "must not be empty");
+                }
             }
-            if let Some(j) = &is.jwks_path {
-                check_path("password_grant.issue.jwks_path", j)?;
-            }
-            let _ = &is.audiences;
+            let lifetime_s = match &is.lifetime {
+                None => 900,
+                Some(l) => {
+                    let ms = dur("password_grant.issue.lifetime", l)?;
+                    if !(1000..=86_400_000).contains(&ms) {
+                        return err("password_grant.issue.lifetime", "must be between 1s and 86400s");
+                    }
+                    ms / 1000
+                }
+            };
+            let jwks_path = match &is.jwks_path {
+                None => "/.well-known/portcullis/jwks.json".to_string(),
+                Some(j) => {
+                    check_path("password_grant.issue.jwks_path", j)?;
+                    j.clone()
+                }
+            };
+            let key_field = if is.signing_key_pem_env.is_some() { "signing_key_pem_env" } else { "signing_key_pem" };
+            let issuer = identity::Issuer::from_pem(&is.issuer, &is.audiences, lifetime_s, alg, &is.kid, &pem)
+                .map_err(|e| ConfigError { path: format!("password_grant.issue.{key_field}"), message: e })?;
+            GrantMode::Issue { issuer: std::rc::Rc::new(issuer), jwks_path }
         }
         other => return err("password_grant.mode", format!("must be \"forward\" or \"issue\", got {other:?}")),
-    }
-    if let Some(l) = &pg.lockout {
-        if l.max_failures == 0 {
-            return err("password_grant.lockout.max_failures", "must be at least 1");
+    };
+    let lockout = match &pg.lockout {
+        None => None,
+        Some(l) => {
+            if l.max_failures == 0 || l.max_failures > 1000 {
+                return err("password_grant.lockout.max_failures", "must be between 1 and 1000");
+            }
+            let window_ms = positive_dur("password_grant.lockout.window", Some(&l.window), 0)?;
+            let block_ms = positive_dur("password_grant.lockout.block", Some(&l.block), 0)?;
+            Some(crate::lockout::Policy { max_failures: l.max_failures, window_ms, block_ms })
         }
-        dur("password_grant.lockout.window", &l.window)?;
-        dur("password_grant.lockout.block", &l.block)?;
-    }
-    Ok(())
+    };
+    let max_body_bytes = match pg.max_body_bytes {
+        None => identity::DEFAULT_MAX_BODY,
+        Some(n) if (256..=1_048_576).contains(&n) => n as usize,
+        Some(_) => return err("password_grant.max_body_bytes", "must be between 256 and 1048576"),
+    };
+    Ok(PasswordGrant {
+        token_path: pg.token_path.clone(),
+        backends: identity::order(&backends),
+        mode,
+        lockout,
+        max_body_bytes,
+    })
 }
 
 /// A secret given inline (`x`) or through a VM environment variable (`x_env`): exactly one.

@@ -29,9 +29,11 @@ use sha2::{Digest, Sha256};
 
 use crate::apikey;
 use crate::cache::Lru;
+use crate::callout::Callout;
 use crate::callout::Reply;
 use crate::config::{self, Config, DependencyDown, KeySource, Method, Mode, Requires, Source};
 use crate::crypto::{NativeVerifier, Path};
+use crate::introspection::{self, Introspected, IntrospectionError};
 use crate::jwt::{self, Verified};
 use crate::keys::{Availability, Fetch, Fetched, Keys};
 use crate::policy;
@@ -54,11 +56,15 @@ pub struct CacheEntry {
 pub struct WorkerState {
     pub keys: Keys,
     pub cache: Lru<[u8; 32], CacheEntry>,
+    /// Host-provided per-worker uniqueness (for token ids this worker issues).
+    pub seed: u64,
+    /// Tokens issued by this worker so far.
+    pub issued: u64,
 }
 
 impl WorkerState {
     pub fn new(cfg: &Config) -> Self {
-        WorkerState { keys: Keys::new(cfg), cache: Lru::new(cfg.verified_token_cache_size) }
+        WorkerState { keys: Keys::new(cfg), cache: Lru::new(cfg.verified_token_cache_size), seed: 0, issued: 0 }
     }
 }
 
@@ -68,6 +74,7 @@ pub struct Ctx<'a> {
     pub state: &'a mut WorkerState,
     pub store: &'a dyn SharedStore,
     pub native: &'a dyn NativeVerifier,
+    pub signer: &'a dyn crate::identity::NativeSigner,
     pub now_ms: u64,
 }
 
@@ -103,15 +110,20 @@ pub struct Decision {
     pub client: Option<String>,
     /// Counters to increment.
     pub counters: Vec<Counter>,
+    /// Structured events (JSON lines) for the host to log.
+    pub events: Vec<String>,
+    /// Operational problems for the host to log at error level (never request contents).
+    pub errors: Vec<String>,
 }
 
-/// A request waiting for a callout.
+/// A request waiting for a callout, a peer or its body.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    request: RequestView,
-    waiting: Waiting,
-    counters: Vec<Counter>,
-    progress: Progress,
+    pub(crate) request: RequestView,
+    pub(crate) waiting: Waiting,
+    pub(crate) counters: Vec<Counter>,
+    pub(crate) progress: Progress,
+    pub(crate) grant: Option<Box<crate::grant::GrantState>>,
 }
 
 /// What a paused request waits for.
@@ -121,6 +133,15 @@ pub enum Waiting {
     Keys(Fetch),
     /// A global rate-limit decision (gRPC `ShouldRateLimit`).
     Global(GlobalCall),
+    /// An introspection callout.
+    Introspection(Callout),
+    /// Another worker is introspecting the same token: poll [`poll`] until its answer is
+    /// cached (the host parks the request and polls on its tick).
+    Peer { since_ms: u64 },
+    /// The request body (password grant), at most `max` bytes.
+    Body { max: usize },
+    /// An identity backend (password grant).
+    Backend(Callout),
 }
 
 /// A gRPC call to the rate limit service.
@@ -139,24 +160,38 @@ impl Pending {
 }
 
 /// What earlier callouts of this request established.
-#[derive(Debug, Clone, Copy)]
-struct Progress {
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
     may_refresh: bool,
     global: Option<ratelimit::global::Verdict>,
+    introspected: Option<Result<Rc<Introspected>, IntrospectionError>>,
+    peer_since_ms: Option<u64>,
 }
 
 /// Why evaluation must pause.
 enum Need {
     Refresh(usize),
     Global(GlobalCall),
+    Introspect(Callout),
+    Peer,
 }
 
 /// One step of the pipeline.
 #[derive(Debug)]
 pub enum Step {
     Done(Decision),
+    /// Dispatch [`Pending::waiting`] and call [`resume`] with the reply.
     Callout(Pending),
+    /// Park the request and call [`poll`] on a timer (another worker is introspecting the
+    /// same token).
+    Park(Pending),
+    /// Buffer the request body (up to `Waiting::Body::max`; beyond, answer
+    /// [`crate::identity::payload_too_large`]) and call [`with_body`].
+    ReadBody(Pending),
 }
+
+/// How long a request waits for another worker's introspection before giving up (503).
+pub const MAX_PEER_WAIT_MS: u64 = 5000;
 
 /// What a successful credential method established.
 #[derive(Debug, Clone)]
@@ -166,29 +201,62 @@ struct Identity {
     scopes: Vec<String>,
     found: Found,
     verified: Option<Rc<Verified>>,
+    introspected: Option<Rc<Introspected>>,
 }
 
 enum MethodResult {
     Absent,
     Ok(Identity),
     Failed(Reason),
+    /// Failed for a reason with a specific `Retry-After` (dependency answers).
+    FailedRetry(Reason, Option<u64>),
     NeedRefresh(usize),
+    Need(Need),
 }
 
 /// Starts evaluating a request.
 pub fn start(ctx: &mut Ctx, req: RequestView) -> Step {
-    step(ctx, req, Progress { may_refresh: true, global: None }, vec![Counter::Requests])
+    if let Some(s) = crate::grant::on_headers(ctx, &req) {
+        return s;
+    }
+    step(ctx, req, Progress { may_refresh: true, ..Progress::default() }, vec![Counter::Requests])
+}
+
+/// Continues a request parked on [`Step::Park`] (called by the host on a timer).
+pub fn poll(ctx: &mut Ctx, pending: Pending) -> Step {
+    let Pending { request, mut counters, progress, .. } = pending;
+    if progress.peer_since_ms.is_some_and(|t| ctx.now_ms.saturating_sub(t) > MAX_PEER_WAIT_MS) {
+        counters.push(Counter::IntrospectionFailed);
+        let mut rej = Rejection::new(Reason::IntrospectionUnavailable, Challenges { bearer: true, api_key: false });
+        rej.retry_after = Some(response::DEFAULT_RETRY_AFTER);
+        return Step::Done(finish(ctx.cfg, &request, Err(rej), counters));
+    }
+    step(ctx, request, progress, counters)
+}
+
+/// Continues a request that waited for its body ([`Step::ReadBody`]).
+pub fn with_body(ctx: &mut Ctx, pending: Pending, body: &[u8]) -> Step {
+    crate::grant::with_body(ctx, pending, body)
 }
 
 /// Resumes a request with the reply to its callout (for gRPC: status `Some(200)` when the
 /// call succeeded, with the response message as the body).
 pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
-    let Pending { request, waiting, mut counters, mut progress } = pending;
+    if pending.grant.is_some() {
+        return crate::grant::on_reply(ctx, pending, reply);
+    }
+    let Pending { request, waiting, mut counters, mut progress, .. } = pending;
     match waiting {
         Waiting::Keys(fetch) => {
             match ctx.state.keys.on_reply(ctx.cfg, ctx.store, &fetch, reply, ctx.now_ms) {
                 Fetched::Next(next) => {
-                    return Step::Callout(Pending { request, waiting: Waiting::Keys(next), counters, progress })
+                    return Step::Callout(Pending {
+                        request,
+                        waiting: Waiting::Keys(next),
+                        counters,
+                        progress,
+                        grant: None,
+                    });
                 }
                 Fetched::Published { .. } => {
                     ctx.state.cache.clear();
@@ -208,8 +276,34 @@ pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
             }
             progress.global = Some(verdict);
         }
+        Waiting::Introspection(_) => {
+            progress.introspected = Some(on_introspection_reply(ctx, &request, reply, &mut counters));
+        }
+        Waiting::Peer { .. } | Waiting::Body { .. } | Waiting::Backend(_) => {}
     }
     step(ctx, request, progress, counters)
+}
+
+/// Parses an introspection answer, caches it and frees the single-flight lease.
+fn on_introspection_reply(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    reply: &Reply,
+    counters: &mut Vec<Counter>,
+) -> Result<Rc<Introspected>, IntrospectionError> {
+    let Some(ic) = &ctx.cfg.introspection else { return Err(IntrospectionError::NoResponse) };
+    let token = req.extract(&ic.sources).ok().flatten().map(|f| f.value).unwrap_or_default();
+    let slots = ic.settings.cache_slots;
+    let result = introspection::parse_reply(&ic.settings, reply, ctx.now_ms / 1000);
+    match &result {
+        Ok(r) => {
+            counters.push(Counter::IntrospectionCalls);
+            introspection::cache_put(ctx.store, slots, &token, r, ctx.now_ms);
+        }
+        Err(_) => counters.push(Counter::IntrospectionFailed),
+    }
+    introspection::end(ctx.store, slots, &token);
+    result.map(Rc::new)
 }
 
 fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: Vec<Counter>) -> Step {
@@ -220,12 +314,43 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
             Err(Need::Refresh(provider)) => {
                 if let Some(fetch) = ctx.state.keys.early_refresh(ctx.cfg, ctx.store, provider, ctx.now_ms) {
                     counters.push(Counter::JwksUnknownKidRefresh);
-                    return Step::Callout(Pending { request: req, waiting: Waiting::Keys(fetch), counters, progress });
+                    return Step::Callout(Pending {
+                        request: req,
+                        waiting: Waiting::Keys(fetch),
+                        counters,
+                        progress,
+                        grant: None,
+                    });
                 }
                 progress.may_refresh = false;
             }
             Err(Need::Global(call)) => {
-                return Step::Callout(Pending { request: req, waiting: Waiting::Global(call), counters, progress });
+                return Step::Callout(Pending {
+                    request: req,
+                    waiting: Waiting::Global(call),
+                    counters,
+                    progress,
+                    grant: None,
+                });
+            }
+            Err(Need::Introspect(call)) => {
+                return Step::Callout(Pending {
+                    request: req,
+                    waiting: Waiting::Introspection(call),
+                    counters,
+                    progress,
+                    grant: None,
+                });
+            }
+            Err(Need::Peer) => {
+                let since_ms = *progress.peer_since_ms.get_or_insert(ctx.now_ms);
+                return Step::Park(Pending {
+                    request: req,
+                    waiting: Waiting::Peer { since_ms },
+                    counters,
+                    progress,
+                    grant: None,
+                });
             }
         }
     }
@@ -257,29 +382,35 @@ fn evaluate(
         Requires::All(m) => (m, true),
     };
     let challenges = Challenges {
-        bearer: methods.iter().any(|m| matches!(m, Method::Provider(_))),
+        bearer: methods.iter().any(|m| matches!(m, Method::Provider(_) | Method::Introspection)),
         api_key: methods.contains(&Method::ApiKey),
     };
     let reject = |reason: Reason| Rejection::new(reason, challenges);
 
     let mut identities: Vec<Identity> = Vec::new();
+    let mut retry_after: Option<u64> = None;
     let mut failure: Option<Reason> = None;
     let mut missing = false;
     for m in methods {
         let result = match m {
             Method::ApiKey => check_api_key(cfg, req),
             Method::Provider(i) => check_provider(ctx, req, *i, counters),
+            Method::Introspection => check_introspection(ctx, req, progress, counters),
         };
         match result {
             MethodResult::Ok(id) => identities.push(id),
             MethodResult::Absent => missing = true,
-            MethodResult::Failed(r) => {
-                if r == Reason::KeysUnavailable && cfg.on_dependency_down == DependencyDown::Anonymous {
+            MethodResult::Failed(r) | MethodResult::FailedRetry(r, _) => {
+                if r.status() == 503 && cfg.on_dependency_down == DependencyDown::Anonymous {
                     missing = true;
                 } else if failure.is_none_or(|f| r.severity() > f.severity()) {
                     failure = Some(r);
+                    if let MethodResult::FailedRetry(_, ra) = result {
+                        retry_after = ra;
+                    }
                 }
             }
+            MethodResult::Need(n) => return Err(n),
             MethodResult::NeedRefresh(p) => {
                 if progress.may_refresh {
                     return Err(Need::Refresh(p));
@@ -292,8 +423,8 @@ fn evaluate(
     }
     if let Some(r) = failure {
         let mut rej = reject(r);
-        if r == Reason::KeysUnavailable {
-            rej.retry_after = Some(response::DEFAULT_RETRY_AFTER);
+        if r.status() == 503 {
+            rej.retry_after = Some(retry_after.unwrap_or(response::DEFAULT_RETRY_AFTER));
         }
         return Ok(Err(rej));
     }
@@ -322,7 +453,7 @@ fn evaluate(
                 .as_ref()
                 .and_then(|a| a.clients.iter().find(|c| Some(&c.client_id) == i.client_id.as_ref()))
                 .and_then(|c| c.plan.as_deref()),
-            Method::Provider(_) => None,
+            Method::Provider(_) | Method::Introspection => None,
         });
         let claim_plan = rl.plan_claim.as_ref().and_then(|path| {
             identities
@@ -417,6 +548,27 @@ fn evaluate(
                         .push((name.clone(), serde_json::Value::Object(v.claims.clone()).to_string()));
                 }
             }
+            Method::Introspection => {
+                method_names.push("introspection".to_string());
+                let (Some(ic), Some(r)) = (&cfg.introspection, &id.introspected) else { continue };
+                // The opaque token never goes upstream: a by-value JWT or the claims do.
+                strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                match (&r.jwt, &ic.upstream_header) {
+                    (Some(jwt), Some((name, prefix))) => {
+                        mutations.remove.retain(|h| h != name);
+                        mutations.set.push((name.clone(), format!("{prefix}{jwt}")));
+                    }
+                    _ => mutations.set.push((
+                        ic.claims_header.clone(),
+                        crate::b64::encode(serde_json::Value::Object(r.claims.clone()).to_string().as_bytes()),
+                    )),
+                }
+                for (h, claim) in &ic.claim_to_headers {
+                    if let Some(value) = jwt::claim(&r.claims, claim).and_then(|c| jwt::claim_header_value(c, ",")) {
+                        mutations.set.push((h.clone(), value));
+                    }
+                }
+            }
         }
     }
     if path != req.path {
@@ -434,7 +586,7 @@ fn evaluate(
 }
 
 /// Removes every inbound header Portcullis owns.
-fn base_mutations(cfg: &Config, req: &RequestView) -> Mutations {
+pub(crate) fn base_mutations(cfg: &Config, req: &RequestView) -> Mutations {
     let mut remove: Vec<String> = cfg.owned_headers.clone();
     for (name, _) in &req.headers {
         if name.starts_with(config::OWNED_PREFIX) && !remove.contains(name) {
@@ -483,6 +635,7 @@ fn check_api_key(cfg: &Config, req: &RequestView) -> MethodResult {
             scopes: client.scopes.clone(),
             found,
             verified: None,
+            introspected: None,
         }),
         Err(r) => MethodResult::Failed(r),
     }
@@ -521,6 +674,11 @@ fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counters: &mut Vec
     };
     if cfg.providers.len() > 1 && !belongs_to(cfg, i, &found.value) {
         return MethodResult::Absent;
+    }
+    if let Some(ic) = &cfg.introspection {
+        if ic.sources.contains(&found.source) && introspection::is_candidate(&ic.settings, &found.value) {
+            return MethodResult::Absent;
+        }
     }
     if found.value.len() > p.max_token_bytes {
         return MethodResult::Failed(Reason::TokenTooLarge);
@@ -561,6 +719,79 @@ fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counters: &mut Vec
     }
 }
 
+fn check_introspection(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    progress: &Progress,
+    counters: &mut Vec<Counter>,
+) -> MethodResult {
+    let cfg = ctx.cfg;
+    let Some(ic) = &cfg.introspection else { return MethodResult::Failed(Reason::Internal) };
+    let found = match req.extract(&ic.sources) {
+        Ok(Some(f)) => f,
+        Ok(None) => return MethodResult::Absent,
+        Err(e) => return extract_failure(e),
+    };
+    if !introspection::is_candidate(&ic.settings, &found.value) {
+        // A JWS (or a token without the configured prefix) is another method's business.
+        return MethodResult::Absent;
+    }
+    if !introspection::is_well_formed(&ic.settings, &found.value) {
+        return MethodResult::Failed(Reason::TokenMalformed);
+    }
+    let slots = ic.settings.cache_slots;
+    let result = match &progress.introspected {
+        Some(r) => r.clone(),
+        None => match introspection::cache_get(ctx.store, slots, &found.value, ctx.now_ms) {
+            Some(hit) => {
+                counters.push(Counter::IntrospectionCacheHit);
+                Ok(Rc::new(hit))
+            }
+            None => {
+                let hold_ms = ic.settings.endpoint.timeout_ms + 500;
+                if introspection::try_begin(ctx.store, slots, &found.value, ctx.now_ms, hold_ms) {
+                    return MethodResult::Need(Need::Introspect(introspection::request(&ic.settings, &found.value)));
+                }
+                return MethodResult::Need(Need::Peer);
+            }
+        },
+    };
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.is_bad_client_credentials() {
+                counters.push(Counter::IntrospectionBadClientCredentials);
+            }
+            return MethodResult::FailedRetry(Reason::IntrospectionUnavailable, e.retry_after_s());
+        }
+    };
+    if !r.active {
+        return MethodResult::Failed(Reason::TokenInactive);
+    }
+    if let (Some(jwt), Some(pi)) = (&r.jwt, ic.verify_with) {
+        // The by-value JWT must come from the configured issuer: a bad one is the
+        // server's fault (503), never the caller's.
+        let p = &cfg.providers[pi];
+        let keys = match ctx.state.keys.available(cfg, pi, ctx.now_ms) {
+            Availability::Ready(set, _) => Rc::clone(set),
+            Availability::Unavailable => return MethodResult::Failed(Reason::KeysUnavailable),
+        };
+        let allow_native = cfg.crypto == config::CryptoMode::Auto;
+        if jwt::verify(jwt, p, &keys, ctx.now_ms / 1000, ctx.native, allow_native).is_err() {
+            counters.push(Counter::IntrospectionFailed);
+            return MethodResult::Failed(Reason::IntrospectionUnavailable);
+        }
+    }
+    MethodResult::Ok(Identity {
+        method: Method::Introspection,
+        client_id: r.client_id().or(r.subject()).map(str::to_string),
+        scopes: r.scopes(),
+        found,
+        verified: None,
+        introspected: Some(r),
+    })
+}
+
 fn ok_identity(i: usize, found: Found, v: Rc<Verified>) -> MethodResult {
     let client_id = v.client_id.clone().or_else(|| v.claims.get("sub").and_then(|s| s.as_str()).map(str::to_string));
     MethodResult::Ok(Identity {
@@ -569,6 +800,7 @@ fn ok_identity(i: usize, found: Found, v: Rc<Verified>) -> MethodResult {
         scopes: v.scopes.clone(),
         found,
         verified: Some(v),
+        introspected: None,
     })
 }
 
@@ -581,7 +813,14 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
             if cfg.mode == Mode::Shadow {
                 mutations.set.push((config::DECISION_HEADER.into(), "allow".into()));
             }
-            Decision { action: Action::Continue(mutations), reason: None, client: a.client, counters }
+            Decision {
+                action: Action::Continue(mutations),
+                reason: None,
+                client: a.client,
+                counters,
+                events: vec![],
+                errors: vec![],
+            }
         }
         Err(rej) => match cfg.mode {
             Mode::Enforce => {
@@ -591,6 +830,8 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
                     reason: Some(rej.reason),
                     client: None,
                     counters,
+                    events: vec![],
+                    errors: vec![],
                 }
             }
             Mode::Shadow => {
@@ -599,7 +840,14 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
                 // verified, so no identity is asserted upstream.
                 let mut m = base_mutations(cfg, req);
                 m.set.push((config::DECISION_HEADER.into(), format!("deny; reason={}", rej.reason.code())));
-                Decision { action: Action::Continue(m), reason: Some(rej.reason), client: None, counters }
+                Decision {
+                    action: Action::Continue(m),
+                    reason: Some(rej.reason),
+                    client: None,
+                    counters,
+                    events: vec![],
+                    errors: vec![],
+                }
             }
         },
     }

@@ -46,6 +46,7 @@ pub mod crypto;
 pub mod decision;
 pub mod der;
 pub mod duration;
+pub mod grant;
 pub mod identity;
 pub mod introspection;
 pub mod jwks;

@@ -40,6 +40,8 @@ pub enum Reason {
     TokenAudience,
     /// A time claim has the wrong type (for example a string `exp`).
     TokenClaims,
+    /// The introspection endpoint says the opaque token is not active (RFC 7662 §2.2).
+    TokenInactive,
     /// The API key is not known.
     ApiKeyInvalid,
     /// The API key belongs to a disabled client.
@@ -52,13 +54,16 @@ pub enum Reason {
     KeysUnavailable,
     /// The global rate limit service did not answer (and dependencies fail closed).
     RateLimitUnavailable,
+    /// The introspection endpoint failed (down, slow, garbage, or it refused our client
+    /// credentials): never reported as an invalid token.
+    IntrospectionUnavailable,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 25] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -75,12 +80,14 @@ impl Reason {
         Reason::TokenIssuer,
         Reason::TokenAudience,
         Reason::TokenClaims,
+        Reason::TokenInactive,
         Reason::ApiKeyInvalid,
         Reason::ApiKeyDisabled,
         Reason::InsufficientScope,
         Reason::RateLimited,
         Reason::KeysUnavailable,
         Reason::RateLimitUnavailable,
+        Reason::IntrospectionUnavailable,
         Reason::Internal,
     ];
 
@@ -103,12 +110,14 @@ impl Reason {
             Reason::TokenIssuer => "token_issuer",
             Reason::TokenAudience => "token_audience",
             Reason::TokenClaims => "token_claims",
+            Reason::TokenInactive => "token_inactive",
             Reason::ApiKeyInvalid => "api_key_invalid",
             Reason::ApiKeyDisabled => "api_key_disabled",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::RateLimited => "rate_limited",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RateLimitUnavailable => "rate_limit_unavailable",
+            Reason::IntrospectionUnavailable => "introspection_unavailable",
             Reason::Internal => "internal",
         }
     }
@@ -120,7 +129,7 @@ impl Reason {
             Reason::MalformedRequest | Reason::MultipleCredentials => 400,
             Reason::InsufficientScope => 403,
             Reason::RateLimited => 429,
-            Reason::KeysUnavailable | Reason::RateLimitUnavailable => 503,
+            Reason::KeysUnavailable | Reason::RateLimitUnavailable | Reason::IntrospectionUnavailable => 503,
             Reason::Internal => 500,
             _ => 401,
         }
@@ -159,6 +168,7 @@ impl Reason {
             Reason::RateLimited => "Too many requests",
             Reason::KeysUnavailable => "Authentication temporarily unavailable",
             Reason::RateLimitUnavailable => "Rate limiting temporarily unavailable",
+            Reason::IntrospectionUnavailable => "Authentication temporarily unavailable",
             Reason::Internal => "Internal error",
             _ => "Invalid token",
         }
@@ -183,12 +193,14 @@ impl Reason {
             Reason::TokenIssuer => "The access token was issued by an issuer that is not accepted.",
             Reason::TokenAudience => "The access token is not intended for this audience.",
             Reason::TokenClaims => "The access token's claims are not valid.",
+            Reason::TokenInactive => "The access token is not active.",
             Reason::ApiKeyInvalid => "The API key is not valid.",
             Reason::ApiKeyDisabled => "The API key is not valid.",
             Reason::InsufficientScope => "The credential lacks a scope this resource requires.",
             Reason::RateLimited => "The request rate limit for this client is exhausted; retry later.",
             Reason::KeysUnavailable => "Credentials cannot be verified right now; retry later.",
             Reason::RateLimitUnavailable => "The request rate cannot be checked right now; retry later.",
+            Reason::IntrospectionUnavailable => "Credentials cannot be verified right now; retry later.",
             Reason::Internal => "The request could not be evaluated.",
         }
     }

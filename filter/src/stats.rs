@@ -30,6 +30,24 @@ pub enum Counter {
     RateLimitContended,
     /// Rate limiting: the global rate limit service failed to answer.
     RateLimitGlobalFailed,
+    /// Introspection: answers received (any outcome), shared-cache hits, failures, and
+    /// answers refusing our client credentials (a configuration error).
+    IntrospectionCalls,
+    IntrospectionCacheHit,
+    IntrospectionFailed,
+    IntrospectionBadClientCredentials,
+    /// Password grant outcomes.
+    GrantAccepted,
+    GrantRejected,
+    GrantUnavailable,
+    GrantLockedOut,
+    GrantInvalidRequest,
+    GrantPassThrough,
+    /// A lockout engaged (a subject crossed the failure threshold).
+    GrantLockoutEngaged,
+    /// Tokens issued, by signing path.
+    GrantIssuedNative,
+    GrantIssuedPure,
 }
 
 impl Counter {
@@ -48,6 +66,19 @@ impl Counter {
             Counter::RateLimitTableFull,
             Counter::RateLimitContended,
             Counter::RateLimitGlobalFailed,
+            Counter::IntrospectionCalls,
+            Counter::IntrospectionCacheHit,
+            Counter::IntrospectionFailed,
+            Counter::IntrospectionBadClientCredentials,
+            Counter::GrantAccepted,
+            Counter::GrantRejected,
+            Counter::GrantUnavailable,
+            Counter::GrantLockedOut,
+            Counter::GrantInvalidRequest,
+            Counter::GrantPassThrough,
+            Counter::GrantLockoutEngaged,
+            Counter::GrantIssuedNative,
+            Counter::GrantIssuedPure,
         ];
         for r in Reason::ALL {
             v.push(Counter::Denied(r));
@@ -73,6 +104,19 @@ impl Counter {
             Counter::RateLimitTableFull => "portcullis.ratelimit.table_full".into(),
             Counter::RateLimitContended => "portcullis.ratelimit.contended".into(),
             Counter::RateLimitGlobalFailed => "portcullis.ratelimit.global_failed".into(),
+            Counter::IntrospectionCalls => "portcullis.introspection.calls".into(),
+            Counter::IntrospectionCacheHit => "portcullis.introspection.cache_hit".into(),
+            Counter::IntrospectionFailed => "portcullis.introspection.failed".into(),
+            Counter::IntrospectionBadClientCredentials => "portcullis.introspection.bad_client_credentials".into(),
+            Counter::GrantAccepted => "portcullis.grant.accepted".into(),
+            Counter::GrantRejected => "portcullis.grant.rejected".into(),
+            Counter::GrantUnavailable => "portcullis.grant.unavailable".into(),
+            Counter::GrantLockedOut => "portcullis.grant.locked_out".into(),
+            Counter::GrantInvalidRequest => "portcullis.grant.invalid_request".into(),
+            Counter::GrantPassThrough => "portcullis.grant.pass_through".into(),
+            Counter::GrantLockoutEngaged => "portcullis.grant.lockout_engaged".into(),
+            Counter::GrantIssuedNative => "portcullis.grant.issued_native".into(),
+            Counter::GrantIssuedPure => "portcullis.grant.issued_pure".into(),
         }
     }
 }

@@ -358,7 +358,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":{"any":["corp","introspection"]}}]}"#,
-        "routes[0].requires.any[1]: \"introspection\" is not available in this build yet (see README \"Status\")",
+        "routes[0].requires.any[1]: \"introspection\" is named but introspection is not configured",
     ),
     (
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":{"any":["mtls"]}}]}"#,
@@ -400,7 +400,7 @@ const INVALID: &[(&str, &str)] = &[
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"plan":"premium"}]}"#,
         "routes[0].plan: unknown plan \"premium\" (rate_limit.plans is empty)",
     ),
-    // Introspection: shape errors first, then "not in this build".
+    // Introspection.
     (
         r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/introspect"},"client_id":"gw","client_secret":"s","client_secret_env":"S"}}"#,
         "introspection: give one of client_secret or client_secret_env, not both",
@@ -410,10 +410,18 @@ const INVALID: &[(&str, &str)] = &[
         "introspection.endpoint.cluster: must name an Envoy cluster (Istio: outbound|<port>||<host>)",
     ),
     (
-        r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/introspect"},"client_id":"gw","client_secret_env":"HMAC_SECRET"}}"#,
-        "introspection: token introspection is not available in this build yet (see README \"Status\")",
+        r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/introspect"},"client_id":"gw","client_secret":"s","verify_with":"nope"}}"#,
+        "introspection.verify_with: unknown provider \"nope\"",
     ),
-    // Password grant: shape errors first, then "not in this build".
+    (
+        r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/introspect"},"client_id":"gw","client_secret":"s","from_headers":[]}}"#,
+        "introspection.from_headers: must not be empty (omit it for Authorization: Bearer)",
+    ),
+    (
+        r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/introspect"},"client_id":"gw","client_secret":"s","claim_to_headers":[{"header_name":"x-portcullis-x","claim_name":"sub"}]}}"#,
+        "introspection.claim_to_headers[0].header_name: header names starting with \"x-portcullis-\" are reserved for Portcullis",
+    ),
+    // Password grant.
     (
         r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/auth","registered_at":"2026-03-01"}]}}"#,
         "password_grant.identities[0].registered_at: must be an RFC 3339 UTC time like \"2026-03-01T00:00:00Z\", \
@@ -432,8 +440,17 @@ const INVALID: &[(&str, &str)] = &[
         "password_grant.identities: must list at least one identity backend",
     ),
     (
-        r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/auth","registered_at":"2026-03-01T00:00:00Z"}]}}"#,
-        "password_grant: the password grant is not available in this build yet (see README \"Status\")",
+        r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/a","registered_at":"2026-03-01T00:00:00Z"},{"name":"ldap","cluster":"id","authority":"id","path":"/b","registered_at":"2025-03-01T00:00:00Z"}]}}"#,
+        "password_grant.identities[1].name: duplicate identity backend name \"ldap\"",
+    ),
+    (
+        r#"{"password_grant":{"token_path":"/oauth/token","mode":"issue","issue":{"issuer":"https://gw","algorithm":"ES256","kid":"k","signing_key_pem":"not a pem"},"identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/a","registered_at":"2026-03-01T00:00:00Z"}]}}"#,
+        "password_grant.issue.signing_key_pem: must be a PKCS#8 PEM private key (\"-----BEGIN PRIVATE KEY-----\"); \
+         convert with `openssl pkcs8 -topk8 -nocrypt`",
+    ),
+    (
+        r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","lockout":{"max_failures":0,"window":"60s","block":"300s"},"identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/a","registered_at":"2026-03-01T00:00:00Z"}]}}"#,
+        "password_grant.lockout.max_failures: must be between 1 and 1000",
     ),
     // Rate limits.
     (

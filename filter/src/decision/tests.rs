@@ -64,14 +64,15 @@ fn req(path: &str, headers: &[(&str, &str)]) -> RequestView {
 }
 
 fn run(cfg: &Config, state: &mut WorkerState, store: &MemStore, now_s: u64, r: RequestView) -> Step {
-    let mut ctx = Ctx { cfg, state, store, native: &NoNative, now_ms: now_s * 1000 };
+    let mut ctx =
+        Ctx { cfg, state, store, native: &NoNative, signer: &crate::identity::NoSigner, now_ms: now_s * 1000 };
     start(&mut ctx, r)
 }
 
 fn decided(step: Step) -> Decision {
     match step {
         Step::Done(d) => d,
-        Step::Callout(p) => panic!("unexpected callout {:?}", p.waiting()),
+        Step::Callout(p) | Step::Park(p) | Step::ReadBody(p) => panic!("unexpected pause {:?}", p.waiting()),
     }
 }
 
@@ -216,7 +217,14 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
     let Waiting::Keys(f) = p.waiting() else { panic!("expected a key refresh") };
     assert_eq!(f.callout.path, "/jwks");
     let reply = Reply { status: Some(200), headers: vec![], body: new.jwks().into_bytes() };
-    let mut ctx = Ctx { cfg: &cfg, state: &mut st, store: &store, native: &NoNative, now_ms: NOW * 1000 + 50 };
+    let mut ctx = Ctx {
+        cfg: &cfg,
+        state: &mut st,
+        store: &store,
+        native: &NoNative,
+        signer: &crate::identity::NoSigner,
+        now_ms: NOW * 1000 + 50,
+    };
     let d = decided(resume(&mut ctx, p, &reply));
     assert_eq!(status(&d), 200);
     assert!(d.counters.contains(&Counter::JwksUnknownKidRefresh) && d.counters.contains(&Counter::JwksFetchOk));
@@ -241,7 +249,14 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
     ) else {
         panic!()
     };
-    let mut ctx = Ctx { cfg: &cfg, state: &mut st, store: &store, native: &NoNative, now_ms: (NOW + 11) * 1000 };
+    let mut ctx = Ctx {
+        cfg: &cfg,
+        state: &mut st,
+        store: &store,
+        native: &NoNative,
+        signer: &crate::identity::NoSigner,
+        now_ms: (NOW + 11) * 1000,
+    };
     let d = decided(resume(&mut ctx, p, &Reply::default()));
     assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
     assert!(d.counters.contains(&Counter::JwksFetchFailed));

@@ -47,3 +47,28 @@ impl NativeVerifier for HostVerifier {
         }
     }
 }
+
+/// Envoy's `sign` foreign function behind the core's [`NativeSigner`] port. `None` (pure
+/// Rust signs instead) when the host lacks it or it fails.
+#[derive(Default)]
+pub(crate) struct HostSigner {
+    missing: Cell<bool>,
+}
+
+impl crate::identity::NativeSigner for HostSigner {
+    fn sign(&self, hash: &str, private_key_pem: &str, message: &[u8]) -> Option<Vec<u8>> {
+        if self.missing.get() {
+            return None;
+        }
+        let args = crate::identity::sign_args(hash, private_key_pem, message);
+        match hostcalls::call_foreign_function("sign", Some(&args)) {
+            Ok(Some(result)) => crate::identity::parse_sign_result(&result),
+            Ok(None) => None,
+            Err(proxy_wasm::types::Status::NotFound) => {
+                self.missing.set(true);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}

@@ -9,7 +9,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, MetricType};
 
-use super::native::HostVerifier;
+use super::http::Requests;
+use super::native::{HostSigner, HostVerifier};
 use super::store::HostStore;
 use super::{dispatch, log, now_ms, read_reply};
 use crate::config::{self, Config, KeySource};
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub state: RefCell<WorkerState>,
     pub metrics: HashMap<Counter, u32>,
     pub native: HostVerifier,
+    pub signer: HostSigner,
+    pub requests: Requests,
 }
 
 impl Shared {
@@ -37,8 +40,15 @@ impl Shared {
 
 #[derive(Default)]
 pub(crate) struct Root {
+    id: u32,
     shared: Option<Rc<Shared>>,
     fetches: HashMap<u32, Fetch>,
+}
+
+impl Root {
+    pub fn new(id: u32) -> Self {
+        Root { id, ..Root::default() }
+    }
 }
 
 impl Root {
@@ -125,9 +135,23 @@ impl RootContext for Root {
             }
         }
         let remote = cfg.providers.iter().any(|p| !matches!(p.keys, KeySource::Local(_)));
-        let state = RefCell::new(WorkerState::new(&cfg));
-        self.shared = Some(Rc::new(Shared { cfg, state, metrics, native: HostVerifier::default() }));
-        if remote {
+        let parking = cfg.introspection.is_some();
+        let mut worker = WorkerState::new(&cfg);
+        // Uniqueness for token ids this worker issues: its start time and root context id.
+        worker.seed = now_ms(self.get_current_time()) ^ (u64::from(self.id) << 48);
+        let state = RefCell::new(worker);
+        self.shared = Some(Rc::new(Shared {
+            cfg,
+            state,
+            metrics,
+            native: HostVerifier::default(),
+            signer: HostSigner::default(),
+            requests: Requests::default(),
+        }));
+        if parking {
+            // Parked requests (waiting for another worker's introspection) are polled here.
+            self.set_tick_period(Duration::from_millis(25));
+        } else if remote {
             // Callouts cannot start inside on_configure (the cluster manager answers
             // BadArgument); the first tick fetches.
             self.set_tick_period(Duration::from_millis(200));
@@ -137,13 +161,18 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if let Some(shared) = self.shared.clone() {
+            if !shared.requests.parked.borrow().is_empty() {
+                super::http::poll_parked(&shared);
+            }
+        }
         self.start_fetches();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a configuration the request context fails closed (the SDK would abort the
         // VM on None).
-        Some(Box::new(super::http::Http::new(self.shared.clone())))
+        Some(Box::new(super::http::Http::new(context_id, self.shared.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,247 @@
+//! The password-grant flow (SPEC C5) as steps of the sans-IO pipeline:
+//!
+//! ```text
+//! POST <token_path>  ──▶ ReadBody ──▶ with_body: parse form (strict)
+//!                                       ├─ grant_type ≠ password → pass through untouched
+//!                                       ├─ lockout (user, address) → 429 Retry-After
+//!                                       └─ Callout(backend 0)  (newest registered_at first)
+//!                                  on_reply: classify → next backend | accepted | rejected | unavailable
+//!   accepted  → forward: identity + extraInfo headers to the token server
+//!             → issue:   Portcullis signs a JWT → RFC 6749 §5.1 JSON
+//!   rejected  → 400 {"error":"invalid_grant"}, failure counted (lockout)
+//!   unavailable (no accept, ≥1 backend failed) → 503 temporarily_unavailable
+//! GET <jwks_path> (issue mode) → Portcullis's public JWKS
+//! ```
+//!
+//! The token path and the JWKS path never require a credential. The password lives only in
+//! the buffered body and the pending state of this one request; it is never logged, counted,
+//! put in an event, or echoed. Shadow mode does not apply here: these are the token
+//! endpoint's own answers.
+
+use sha2::{Digest, Sha256};
+
+use crate::callout::Reply;
+use crate::config::GrantMode;
+use crate::crypto::Path;
+use crate::decision::{self, Action, Ctx, Decision, Pending, Progress, Step, Waiting};
+use crate::identity::{self, Chain, ChainStep, GrantError, PasswordRequest};
+use crate::lockout::{self, Recorded, Status};
+use crate::request::RequestView;
+use crate::response::{self, HttpResponse};
+use crate::stats::Counter;
+
+/// A token request in flight.
+#[derive(Debug, Clone)]
+pub struct GrantState {
+    body: Vec<u8>,
+    content_type: String,
+    request: Option<PasswordRequest>,
+    chain: Option<Chain>,
+}
+
+/// Shared-data slots of the lockout table.
+const LOCKOUT_SLOTS: u64 = lockout::DEFAULT_SLOTS;
+
+fn done(action: Action, counters: Vec<Counter>, events: Vec<String>, errors: Vec<String>) -> Step {
+    Step::Done(Decision { action, reason: None, client: None, counters, events, errors })
+}
+
+fn reply(resp: HttpResponse, counter: Counter) -> Step {
+    done(Action::Reply(resp), vec![Counter::Requests, counter], vec![], vec![])
+}
+
+fn header<'a>(req: &'a RequestView, name: &'a str) -> Option<&'a str> {
+    req.header_values(name).next().flatten()
+}
+
+/// Handles the token and JWKS paths; `None` for every other request.
+pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
+    let pg = ctx.cfg.password_grant.as_ref()?;
+    let path = req.path_only();
+    if let GrantMode::Issue { issuer, jwks_path } = &pg.mode {
+        if path == jwks_path && (req.method == "GET" || req.method == "HEAD") {
+            return Some(reply(identity::jwks_response(&issuer.public_jwks()), Counter::Allowed));
+        }
+    }
+    if path != pg.token_path || req.method != "POST" {
+        return None;
+    }
+    let content_type = header(req, "content-type").unwrap_or_default().to_string();
+    if !identity::is_form_content_type(&content_type) {
+        // A token request must be a form (RFC 6749 §4.3.2); anything else could be read as a
+        // password grant by a lenient token server without our check.
+        return Some(reply(identity::invalid_request(), Counter::GrantInvalidRequest));
+    }
+    let state = GrantState { body: Vec::new(), content_type, request: None, chain: None };
+    Some(Step::ReadBody(Pending {
+        request: req.clone(),
+        waiting: Waiting::Body { max: pg.max_body_bytes },
+        counters: vec![Counter::Requests],
+        progress: Progress::default(),
+        grant: Some(Box::new(state)),
+    }))
+}
+
+/// Continues with the buffered body.
+pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
+    let (Some(pg), Some(mut state)) = (ctx.cfg.password_grant.as_ref(), pending.grant.take()) else {
+        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+    };
+    if body.len() > pg.max_body_bytes {
+        return reply(identity::payload_too_large(), Counter::GrantInvalidRequest);
+    }
+    let request = match identity::password_request(body) {
+        Ok(r) => r,
+        Err(GrantError::NotPasswordGrant) => {
+            let m = decision::base_mutations(ctx.cfg, &pending.request);
+            return done(Action::Continue(m), vec![Counter::Requests, Counter::GrantPassThrough], vec![], vec![]);
+        }
+        Err(GrantError::InvalidRequest(_)) => return reply(identity::invalid_request(), Counter::GrantInvalidRequest),
+    };
+    if let Some(policy) = &pg.lockout {
+        for subject in subjects(&request, &pending.request) {
+            let status = lockout::check(ctx.store, LOCKOUT_SLOTS, &subject, policy, ctx.now_ms);
+            if let Status::Blocked { retry_after_ms } | Status::TableFull { retry_after_ms } = status {
+                return reply(identity::locked_out(retry_after_ms.div_ceil(1000).max(1)), Counter::GrantLockedOut);
+            }
+        }
+    }
+    let chain = Chain::new(pg.backends.clone());
+    let first = chain.start();
+    state.body = body.to_vec();
+    state.request = Some(request);
+    state.chain = Some(chain);
+    pending.grant = Some(state);
+    advance(ctx, pending, first)
+}
+
+/// Continues with an identity backend's answer.
+pub fn on_reply(ctx: &mut Ctx, mut pending: Pending, reply_: &Reply) -> Step {
+    let Some(mut state) = pending.grant.take() else {
+        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+    };
+    let Some(chain) = state.chain.as_mut() else {
+        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+    };
+    let next = chain.on_answer(identity::classify(reply_));
+    pending.grant = Some(state);
+    advance(ctx, pending, next)
+}
+
+fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
+    let Some(pg) = ctx.cfg.password_grant.as_ref() else {
+        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+    };
+    let Some(state) = pending.grant.as_ref() else {
+        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+    };
+    let (Some(request), Some(chain)) = (state.request.as_ref(), state.chain.as_ref()) else {
+        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+    };
+    let failure_logs: Vec<String> = chain
+        .failures()
+        .iter()
+        .map(|(name, why)| format!("identity backend {name:?} failed: {}", why.code()))
+        .collect();
+    match next {
+        ChainStep::Ask(_) => match chain.next_callout(&state.body, &state.content_type) {
+            Some(callout) => {
+                pending.waiting = Waiting::Backend(callout);
+                Step::Callout(pending)
+            }
+            None => reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
+        },
+        ChainStep::Unavailable => done(
+            Action::Reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
+            vec![Counter::Requests, Counter::GrantUnavailable],
+            vec![],
+            failure_logs,
+        ),
+        ChainStep::Rejected => {
+            let mut counters = vec![Counter::Requests, Counter::GrantRejected];
+            let mut events = Vec::new();
+            if let Some(policy) = &pg.lockout {
+                for subject in subjects(request, &pending.request) {
+                    if let Recorded::Blocked { retry_after_ms } =
+                        lockout::record_failure(ctx.store, LOCKOUT_SLOTS, &subject, policy, ctx.now_ms)
+                    {
+                        counters.push(Counter::GrantLockoutEngaged);
+                        events.push(lockout_event(&subject, retry_after_ms));
+                    }
+                }
+            }
+            done(Action::Reply(identity::invalid_grant()), counters, events, failure_logs)
+        }
+        ChainStep::Accepted { backend, extra_info } => {
+            if let Some(policy) = &pg.lockout {
+                lockout::record_success(
+                    ctx.store,
+                    LOCKOUT_SLOTS,
+                    &lockout::user_subject(&request.username),
+                    policy,
+                    ctx.now_ms,
+                );
+            }
+            match &pg.mode {
+                GrantMode::Forward { identity_header, extra_info_header } => {
+                    let mut m = decision::base_mutations(ctx.cfg, &pending.request);
+                    m.set =
+                        identity::forward_headers(identity_header, extra_info_header, &backend, extra_info.as_ref());
+                    done(Action::Continue(m), vec![Counter::Requests, Counter::GrantAccepted], vec![], failure_logs)
+                }
+                GrantMode::Issue { issuer, .. } => {
+                    let st = &mut ctx.state;
+                    st.issued += 1;
+                    let seed = format!("{}:{}:{}:{}", st.seed, st.issued, ctx.now_ms, request.username);
+                    let jti = identity::jti(Sha256::digest(seed.as_bytes()).as_slice());
+                    let claims =
+                        issuer.claims(&request.username, &backend, extra_info.as_ref(), ctx.now_ms / 1000, &jti);
+                    match issuer.sign(&claims, ctx.signer) {
+                        Ok((token, path)) => {
+                            let via = if path == Path::Native {
+                                Counter::GrantIssuedNative
+                            } else {
+                                Counter::GrantIssuedPure
+                            };
+                            done(
+                                Action::Reply(identity::token_response(&token, issuer.lifetime_s)),
+                                vec![Counter::Requests, Counter::GrantAccepted, via],
+                                vec![],
+                                failure_logs,
+                            )
+                        }
+                        Err(e) => done(
+                            Action::Reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
+                            vec![Counter::Requests, Counter::GrantUnavailable],
+                            vec![],
+                            vec![format!("password grant: could not sign the token: {e:?}")],
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lockout subjects: the username, and the source address when known.
+fn subjects(request: &PasswordRequest, req: &RequestView) -> Vec<String> {
+    let mut out = vec![lockout::user_subject(&request.username)];
+    if let Some(src) = &req.source {
+        out.push(lockout::addr_subject(src));
+    }
+    out
+}
+
+/// The lockout event: which kind of subject, a short hash (never the username or address),
+/// and the block length.
+fn lockout_event(subject: &str, retry_after_ms: u64) -> String {
+    let kind = subject.split(':').next().unwrap_or("subject");
+    let hash: String = Sha256::digest(subject.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    serde_json::json!({
+        "event": "lockout",
+        "subject": kind,
+        "subject_hash": hash,
+        "blocked_for_s": retry_after_ms.div_ceil(1000),
+    })
+    .to_string()
+}
