@@ -180,6 +180,9 @@ impl Envoy {
                 &opts.log_level,
                 "--component-log-level",
                 "wasm:debug",
+                // Tests read the log: flush it promptly (the default is every 10 s).
+                "--file-flush-interval-msec",
+                "100",
             ]
             .iter()
             .map(|s| s.to_string()),

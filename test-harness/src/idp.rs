@@ -1120,14 +1120,29 @@ fn introspect(shared: &Shared, request: &ServerRequest, form: &[(String, String)
         return json_reply(400, json!({"error": "invalid_request"}));
     }
     let accept = request.header("accept").unwrap_or_default().to_ascii_lowercase();
-    let jwt_type = ["application/token-introspection+jwt", "application/jwt"].into_iter().find(|t| accept.contains(t));
+    // The phantom-token answer (`application/jwt`: the by-value access token itself) is
+    // preferred when offered; RFC 9701 (`token-introspection+jwt`) otherwise.
+    let jwt_type = if accept.split(',').any(|t| t.trim().starts_with("application/jwt")) {
+        Some("application/jwt")
+    } else if accept.contains("application/token-introspection+jwt") {
+        Some("application/token-introspection+jwt")
+    } else {
+        None
+    };
     let mut answer = match (active, jwt_type) {
-        (Some(Value::Object(claims)), Some(content_type)) => {
+        (Some(Value::Object(claims)), Some("application/jwt")) => {
             let mut payload = Map::new();
             payload.insert("iss".into(), json!(issuer));
-            payload.insert("active".into(), json!(true));
             payload.extend(claims);
             let jwt = key.sign(Alg::RS256, Some("rsa-a"), None, &Value::Object(payload));
+            ServerResponse::new(200, "application/jwt", jwt)
+        }
+        (Some(Value::Object(claims)), Some(content_type)) => {
+            let mut inner = Map::new();
+            inner.insert("active".into(), json!(true));
+            inner.extend(claims);
+            let payload = json!({"iss": issuer, "aud": "gateway", "iat": now(), "token_introspection": inner});
+            let jwt = key.sign(Alg::RS256, Some("rsa-a"), Some("token-introspection+jwt"), &payload);
             ServerResponse::new(200, content_type, jwt)
         }
         (Some(Value::Object(claims)), None) => {
