@@ -116,9 +116,12 @@ fn one_client_is_limited_exactly_across_workers() {
 fn plans_route_overrides_cost_and_anonymous_clients() {
     let up = EchoUpstream::start();
     let envoy = start(&up, "enforce");
-    // Premium: its own, larger burst.
+    // Premium: its own, larger burst (200), refilling at 1000/min while the test runs.
+    let t0 = Instant::now();
     let s = statuses(&envoy, "/orders", "key-gold", 260);
-    assert!((200..=202).contains(&admitted(&s)), "premium admitted {}", admitted(&s));
+    let refilled = (t0.elapsed().as_millis() as u64 * 1000 / 60_000) as usize;
+    let ok = admitted(&s);
+    assert!(ok >= 200 && ok <= 201 + refilled, "premium admitted {ok} (refill allowance {refilled})");
     // A route with its own plan has its own bucket, even for a client whose plan is spent.
     statuses(&envoy, "/orders", "key-free-b", 120);
     let s = statuses(&envoy, "/special/x", "key-free-b", 6);
