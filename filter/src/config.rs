@@ -239,6 +239,7 @@ struct RawIssue {
 struct RawForwardHeaders {
     identity_header: Option<String>,
     extra_info_header: Option<String>,
+    token_endpoint: Option<RawEndpoint>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -462,8 +463,9 @@ pub struct Introspection {
 /// What the password grant does with an accepted login.
 #[derive(Debug, Clone)]
 pub enum GrantMode {
-    /// Pass the token request on to the token server with identity headers.
-    Forward { identity_header: String, extra_info_header: String },
+    /// Pass the token request on to the token server (`endpoint`: cluster, authority, path,
+    /// timeout) with identity headers, and relay its answer.
+    Forward { identity_header: String, extra_info_header: String, endpoint: crate::identity::Backend },
     /// Answer it: Portcullis issues and signs the token.
     Issue { issuer: std::rc::Rc<crate::identity::Issuer>, jwks_path: String },
 }
@@ -865,7 +867,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             owned_headers.push(h.clone());
         }
     }
-    if let Some(PasswordGrant { mode: GrantMode::Forward { identity_header, extra_info_header }, .. }) = &password_grant
+    if let Some(PasswordGrant { mode: GrantMode::Forward { identity_header, extra_info_header, .. }, .. }) =
+        &password_grant
     {
         owned_headers.push(identity_header.clone());
         owned_headers.push(extra_info_header.clone());
@@ -1389,15 +1392,34 @@ fn validate_password_grant(
     let mode = match pg.mode.as_str() {
         "forward" => {
             let (mut ih, mut xh) = ("x-portcullis-identity".to_string(), "x-portcullis-extra-info".to_string());
-            if let Some(f) = &pg.forward {
-                if let Some(h) = &f.identity_header {
-                    ih = header_name("password_grant.forward.identity_header", h)?;
-                }
-                if let Some(h) = &f.extra_info_header {
-                    xh = header_name("password_grant.forward.extra_info_header", h)?;
-                }
+            let Some(f) = &pg.forward else {
+                return err(
+                    "password_grant.forward",
+                    "is required when mode is \"forward\": give forward.token_endpoint (the token server)",
+                );
+            };
+            if let Some(h) = &f.identity_header {
+                ih = header_name("password_grant.forward.identity_header", h)?;
             }
-            GrantMode::Forward { identity_header: ih, extra_info_header: xh }
+            if let Some(h) = &f.extra_info_header {
+                xh = header_name("password_grant.forward.extra_info_header", h)?;
+            }
+            let Some(te) = &f.token_endpoint else {
+                return err(
+                    "password_grant.forward.token_endpoint",
+                    "is required: Portcullis relays accepted token requests to it (cluster, authority, path)",
+                );
+            };
+            let timeout_ms = validate_endpoint("password_grant.forward.token_endpoint", te)?;
+            let endpoint = identity::Backend {
+                name: "token-server".into(),
+                cluster: te.cluster.clone(),
+                authority: te.authority.clone(),
+                path: te.path.clone(),
+                timeout_ms,
+                registered_at: 0,
+            };
+            GrantMode::Forward { identity_header: ih, extra_info_header: xh, endpoint }
         }
         "issue" => {
             let Some(is) = &pg.issue else {

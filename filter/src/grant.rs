@@ -37,6 +37,8 @@ pub struct GrantState {
     content_type: String,
     request: Option<PasswordRequest>,
     chain: Option<Chain>,
+    /// Set once the accepted request is being relayed to the token server.
+    relaying: bool,
 }
 
 /// Shared-data slots of the lockout table.
@@ -72,10 +74,10 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
         // password grant by a lenient token server without our check.
         return Some(reply(identity::invalid_request(), Counter::GrantInvalidRequest));
     }
-    let state = GrantState { body: Vec::new(), content_type, request: None, chain: None };
+    let state = GrantState { body: Vec::new(), content_type, request: None, chain: None, relaying: false };
     Some(Step::ReadBody(Pending {
         request: req.clone(),
-        waiting: Waiting::Body { max: pg.max_body_bytes },
+        waiting: Waiting::Body { max: pg.max_body_bytes, strip: decision::base_mutations(ctx.cfg, req).remove },
         counters: vec![Counter::Requests],
         progress: Progress::default(),
         grant: Some(Box::new(state)),
@@ -93,7 +95,8 @@ pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
     let request = match identity::password_request(body) {
         Ok(r) => r,
         Err(GrantError::NotPasswordGrant) => {
-            let m = decision::base_mutations(ctx.cfg, &pending.request);
+            // Owned headers were already stripped when the headers went on.
+            let m = decision::Mutations::default();
             return done(Action::Continue(m), vec![Counter::Requests, Counter::GrantPassThrough], vec![], vec![]);
         }
         Err(GrantError::InvalidRequest(_)) => return reply(identity::invalid_request(), Counter::GrantInvalidRequest),
@@ -120,6 +123,9 @@ pub fn on_reply(ctx: &mut Ctx, mut pending: Pending, reply_: &Reply) -> Step {
     let Some(mut state) = pending.grant.take() else {
         return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
+    if state.relaying {
+        return relay(reply_, std::mem::take(&mut pending.counters));
+    }
     let Some(chain) = state.chain.as_mut() else {
         return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
@@ -183,11 +189,29 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                 );
             }
             match &pg.mode {
-                GrantMode::Forward { identity_header, extra_info_header } => {
-                    let mut m = decision::base_mutations(ctx.cfg, &pending.request);
-                    m.set =
-                        identity::forward_headers(identity_header, extra_info_header, &backend, extra_info.as_ref());
-                    done(Action::Continue(m), vec![Counter::Requests, Counter::GrantAccepted], vec![], failure_logs)
+                GrantMode::Forward { identity_header, extra_info_header, endpoint } => {
+                    // Envoy has already passed the request headers on by the time the body is
+                    // read, so identity headers cannot be added to that request: Portcullis
+                    // sends the token request to the token server itself and relays the answer.
+                    let mut callout = identity::backend_request(endpoint, &state.body, &state.content_type);
+                    callout.headers.retain(|(k, _)| k != "accept");
+                    for name in RELAYED_REQUEST_HEADERS {
+                        if let Some(v) = pending.request.header_values(name).next().flatten() {
+                            callout.headers.push((name.to_string(), v.to_string()));
+                        }
+                    }
+                    callout.headers.extend(identity::forward_headers(
+                        identity_header,
+                        extra_info_header,
+                        &backend,
+                        extra_info.as_ref(),
+                    ));
+                    pending.counters.push(Counter::GrantAccepted);
+                    if let Some(st) = pending.grant.as_mut() {
+                        st.relaying = true;
+                    }
+                    pending.waiting = Waiting::Backend(callout);
+                    Step::Callout(pending)
                 }
                 GrantMode::Issue { issuer, .. } => {
                     let st = &mut ctx.state;
@@ -221,6 +245,34 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
             }
         }
     }
+}
+
+/// Request headers the token server gets from the original request (client authentication,
+/// content negotiation, tracing); everything else stays behind.
+const RELAYED_REQUEST_HEADERS: [&str; 4] = ["authorization", "accept", "user-agent", "x-request-id"];
+
+/// Response headers relayed from the token server.
+const RELAYED_RESPONSE_HEADERS: [&str; 4] = ["content-type", "cache-control", "pragma", "www-authenticate"];
+
+/// The token server's answer, relayed to the client; 503 when it did not answer.
+fn relay(r: &Reply, mut counters: Vec<Counter>) -> Step {
+    let Some(status) = r.status else {
+        counters.retain(|c| *c != Counter::GrantAccepted);
+        counters.push(Counter::GrantUnavailable);
+        return done(
+            Action::Reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
+            counters,
+            vec![],
+            vec!["password grant: the token server did not answer".into()],
+        );
+    };
+    let headers = r
+        .headers
+        .iter()
+        .filter(|(k, _)| RELAYED_RESPONSE_HEADERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    done(Action::Reply(HttpResponse { status, headers, body: r.body.clone() }), counters, vec![], vec![])
 }
 
 /// Lockout subjects: the username, and the source address when known.

@@ -18,6 +18,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
+use super::abi;
 use super::root::Shared;
 use super::store::HostStore;
 use super::{dispatch, log, now_ms, read_reply};
@@ -113,8 +114,16 @@ pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step) -> Action {
             Action::Pause
         }
         Step::ReadBody(p) => {
+            if let Waiting::Body { strip, .. } = p.waiting() {
+                for name in strip {
+                    abi::remove_header(MapType::HttpRequestHeaders, name);
+                }
+            }
             shared.requests.reading.borrow_mut().insert(id, p);
-            Action::Pause
+            // proxy-wasm hosts turn a paused header callback into "stop all iteration",
+            // which also withholds the body from this filter: let the headers go on and
+            // hold the body instead (on_http_request_body pauses until the end of stream).
+            Action::Continue
         }
     }
 }
@@ -136,14 +145,25 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
     }
     match d.action {
         decision::Action::Continue(m) => {
+            let mut refused = false;
             for name in &m.remove {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+                refused |= !abi::remove_header(MapType::HttpRequestHeaders, name);
             }
             for (name, value) in &m.set {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+                refused |= !abi::set_header(MapType::HttpRequestHeaders, name, value);
             }
             if let Some(p) = &m.path {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(p));
+                refused |= !abi::set_header(MapType::HttpRequestHeaders, ":path", p);
+            }
+            if refused {
+                // The headers already left (this must not happen): never forward a request
+                // whose identity headers could not be set or stripped.
+                log(LogLevel::Error, "request headers could not be changed; refusing the request");
+                let resp =
+                    response::render(&Rejection::new(Reason::Internal, Challenges::default()), &shared.cfg.realm);
+                let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let _ = hostcalls::send_http_response(u32::from(resp.status), headers, Some(&resp.body));
+                return Action::Pause;
             }
             for (name, json) in &m.filter_state {
                 let _ = hostcalls::set_property(vec![name.as_str()], Some(json.as_bytes()));
@@ -278,7 +298,7 @@ impl HttpContext for Http {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else { return Action::Continue };
         let max = match shared.requests.reading.borrow().get(&self.id).map(|p| p.waiting().clone()) {
-            Some(Waiting::Body { max }) => max,
+            Some(Waiting::Body { max, .. }) => max,
             _ => return Action::Continue,
         };
         if body_size > max {
@@ -301,7 +321,7 @@ impl HttpContext for Http {
         if let Some(shared) = &self.shared {
             if let Some(headers) = shared.requests.response_headers.borrow_mut().remove(&self.id) {
                 for (name, value) in headers {
-                    self.set_http_response_header(&name, Some(&value));
+                    abi::set_header(MapType::HttpResponseHeaders, &name, &value);
                 }
             }
         }

@@ -10,6 +10,7 @@
 //!
 //! Nothing here makes a security decision.
 
+mod abi;
 mod http;
 mod native;
 mod root;
