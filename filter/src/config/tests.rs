@@ -440,6 +440,10 @@ const INVALID: &[(&str, &str)] = &[
         "password_grant.identities: must list at least one identity backend",
     ),
     (
+        r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/a","registered_at":"2026-03-01T00:00:00Z"}]}}"#,
+        "password_grant.forward: is required when mode is \"forward\": give forward.token_endpoint (the token server)",
+    ),
+    (
         r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/a","registered_at":"2026-03-01T00:00:00Z"},{"name":"ldap","cluster":"id","authority":"id","path":"/b","registered_at":"2025-03-01T00:00:00Z"}]}}"#,
         "password_grant.identities[1].name: duplicate identity backend name \"ldap\"",
     ),
@@ -449,7 +453,7 @@ const INVALID: &[(&str, &str)] = &[
          convert with `openssl pkcs8 -topk8 -nocrypt`",
     ),
     (
-        r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","lockout":{"max_failures":0,"window":"60s","block":"300s"},"identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/a","registered_at":"2026-03-01T00:00:00Z"}]}}"#,
+        r#"{"password_grant":{"token_path":"/oauth/token","mode":"forward","forward":{"token_endpoint":{"cluster":"t","authority":"t","path":"/token"}},"lockout":{"max_failures":0,"window":"60s","block":"300s"},"identities":[{"name":"ldap","cluster":"id","authority":"id","path":"/a","registered_at":"2026-03-01T00:00:00Z"}]}}"#,
         "password_grant.lockout.max_failures: must be between 1 and 1000",
     ),
     // Rate limits.
