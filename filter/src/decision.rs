@@ -174,7 +174,7 @@ pub(crate) struct Progress {
 enum Need {
     Refresh(usize),
     Global(GlobalCall),
-    Introspect(Callout),
+    Introspect(Box<Callout>),
     Peer,
 }
 
@@ -338,7 +338,7 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
             Err(Need::Introspect(call)) => {
                 return Step::Callout(Pending {
                     request: req,
-                    waiting: Waiting::Introspection(call),
+                    waiting: Waiting::Introspection(*call),
                     counters,
                     progress,
                     grant: None,
@@ -752,7 +752,7 @@ fn check_introspection(
             None => {
                 let hold_ms = ic.settings.endpoint.timeout_ms + 500;
                 if introspection::try_begin(ctx.store, slots, &found.value, ctx.now_ms, hold_ms) {
-                    return MethodResult::Need(Need::Introspect(introspection::request(&ic.settings, &found.value)));
+                    return MethodResult::Need(Need::Introspect(Box::new(introspection::request(&ic.settings, &found.value))));
                 }
                 return MethodResult::Need(Need::Peer);
             }
