@@ -134,8 +134,14 @@ impl Case<'_> {
         if self.clear_cache {
             self.state.cache.clear();
         }
-        let mut ctx =
-            Ctx { cfg: self.cfg, state: &mut self.state, store: &self.store, native: self.native, signer: &portcullis::identity::NoSigner, now_ms: now_ms() };
+        let mut ctx = Ctx {
+            cfg: self.cfg,
+            state: &mut self.state,
+            store: &self.store,
+            native: self.native,
+            signer: &portcullis::identity::NoSigner,
+            now_ms: now_ms(),
+        };
         match decision::start(&mut ctx, black_box(self.request.clone())) {
             Step::Done(d) => matches!(d.action, Action::Continue(_)),
             _ => false,
