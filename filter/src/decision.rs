@@ -752,7 +752,10 @@ fn check_introspection(
             None => {
                 let hold_ms = ic.settings.endpoint.timeout_ms + 500;
                 if introspection::try_begin(ctx.store, slots, &found.value, ctx.now_ms, hold_ms) {
-                    return MethodResult::Need(Need::Introspect(Box::new(introspection::request(&ic.settings, &found.value))));
+                    return MethodResult::Need(Need::Introspect(Box::new(introspection::request(
+                        &ic.settings,
+                        &found.value,
+                    ))));
                 }
                 return MethodResult::Need(Need::Peer);
             }
