@@ -211,3 +211,41 @@ fn api_keys_from_header_and_query_are_hidden() {
     assert_eq!(r.status, 403);
     assert!(up.requests().iter().all(|q| !q.to_string().contains("secret-key-1")), "key never reached the upstream");
 }
+
+#[test]
+fn ten_thousand_api_keys_load_and_answer() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let clients: Vec<Value> = (0..10_000)
+        .map(|i| json!({"client_id": format!("client-{i}"), "keys_sha256": [portcullis::apikey::hash_hex(&format!("key-{i}"))]}))
+        .collect();
+    let cfg = json!({"api_keys": {"from_headers": ["x-api-key"], "clients": clients}});
+    let envoy = start(&idp, &up, cfg);
+    for i in [0, 4_999, 9_999] {
+        let r = http::get(&envoy.url("/"), &[("x-api-key", &format!("key-{i}"))]).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["headers"]["x-portcullis-client"], format!("client-{i}"));
+    }
+    assert_eq!(http::get(&envoy.url("/"), &[("x-api-key", "key-10000")]).unwrap().status, 401);
+}
+
+#[test]
+fn verified_payload_reaches_filter_state_for_other_filters() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let mut p = local_provider(&idp);
+    p["payload_in_metadata"] = json!("jwt_payload");
+    let cfg = json!({"providers": {"corp": p}});
+    let mut l = listener("main", vec![portcullis_filter(&cfg, &[])], Some("upstream"));
+    // Another part of Envoy (the router's header formatter) reads what Portcullis stored.
+    l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["request_headers_to_add"] = json!([
+        {"header": {"key": "x-from-filter-state", "value": "%FILTER_STATE(wasm.jwt_payload:PLAIN)%"}}
+    ]);
+    let envoy = Envoy::start(&bootstrap(vec![l], vec![cluster("upstream", up.port)])).expect("envoy starts");
+    let tok = idp.mint(Alg::RS256, "rsa-a", idp.default_claims("orders-api"));
+    let r = http::get(&envoy.url("/"), &[("authorization", &format!("Bearer {tok}"))]).unwrap();
+    assert_eq!(r.status, 200);
+    let seen = r.json()["headers"]["x-from-filter-state"].as_str().unwrap_or_default().to_string();
+    let claims: Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen:?}"));
+    assert_eq!(claims["sub"], "user-1");
+}
