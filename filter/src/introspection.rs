@@ -73,8 +73,6 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -503,32 +501,7 @@ pub fn positive_ttl_ms(cache_duration_ms: u64, exp_s: Option<u64>, freshness: Fr
     Some(ttl)
 }
 
-/// A JSON object whose deserialisation refuses duplicate member names.
-struct UniqueObject(Map<String, Value>);
-
-impl<'de> Deserialize<'de> for UniqueObject {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = UniqueObject;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueObject, A::Error> {
-                let mut out = Map::new();
-                while let Some(k) = map.next_key::<String>()? {
-                    if out.contains_key(&k) {
-                        return Err(de::Error::custom("duplicate member"));
-                    }
-                    let v: Value = map.next_value()?;
-                    out.insert(k, v);
-                }
-                Ok(UniqueObject(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+use crate::jwt::UniqueObject;
 
 /// A NumericDate member (RFC 7519 §2): absent, or a non-negative number (fractions dropped).
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, IntrospectionError> {

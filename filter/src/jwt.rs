@@ -37,7 +37,7 @@ pub struct Parsed<'a> {
 }
 
 /// A JSON object whose deserialisation refuses duplicate member names.
-struct UniqueObject(Map<String, Value>);
+pub(crate) struct UniqueObject(pub(crate) Map<String, Value>);
 
 impl<'de> Deserialize<'de> for UniqueObject {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
