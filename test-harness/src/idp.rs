@@ -1384,8 +1384,22 @@ mod tests {
             .verify_token::<Map<String, Value>>(&r.text(), None)
             .unwrap();
         assert_eq!(claims.issuer.as_deref(), Some(idp.issuer().as_str()));
-        assert_eq!(claims.custom["active"], true);
-        assert_eq!(claims.subject.as_deref(), Some("u1"));
+        assert_eq!(claims.subject.as_deref(), Some("u1"), "application/jwt: the by-value access token itself");
+
+        let r = ask("opaque-1", &[("accept", "application/token-introspection+jwt")]);
+        assert_eq!(r.header("content-type"), Some("application/token-introspection+jwt"));
+        let claims = RS256PublicKey::from_jwk(&jwk_of(&idp, "rsa-a"))
+            .unwrap()
+            .verify_token::<Map<String, Value>>(
+                &r.text(),
+                Some(jwt_simple::prelude::VerificationOptions {
+                    required_signature_type: Some("token-introspection+jwt".into()),
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        assert_eq!(claims.custom["token_introspection"]["active"], true, "RFC 9701 shape");
+        assert_eq!(claims.custom["token_introspection"]["sub"], "u1");
 
         idp.revoke("opaque-1");
         assert_eq!(ask("opaque-1", &[]).json(), json!({"active": false}));
@@ -1396,7 +1410,7 @@ mod tests {
         assert_eq!(r.status, 401);
         idp.set_introspection_client("gw2", "pw2");
         assert_eq!(ask("x", &[]).status, 401);
-        assert_eq!(idp.hits(Endpoint::Introspect), 6);
+        assert_eq!(idp.hits(Endpoint::Introspect), 7);
     }
 
     #[test]
