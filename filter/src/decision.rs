@@ -589,9 +589,11 @@ fn evaluate(
 
 /// Removes every inbound header Portcullis owns.
 pub(crate) fn base_mutations(cfg: &Config, req: &RequestView) -> Mutations {
-    let mut remove: Vec<String> = cfg.owned_headers.clone();
+    // Only headers the request actually carries: every removal is a host call.
+    let mut remove: Vec<String> = Vec::new();
     for (name, _) in &req.headers {
-        if name.starts_with(config::OWNED_PREFIX) && !remove.contains(name) {
+        let owned = name.starts_with(config::OWNED_PREFIX) || cfg.owned_headers.iter().any(|h| h == name);
+        if owned && !remove.contains(name) {
             remove.push(name.clone());
         }
     }

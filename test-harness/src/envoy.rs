@@ -272,8 +272,10 @@ impl Envoy {
         s
     }
 
-    /// A counter or gauge from the admin `/stats` (0 when absent).
+    /// A counter or gauge from the admin `/stats` (0 when absent). Portcullis hands its counts
+    /// to Envoy every 100 ms, so this waits 300 ms first.
     pub fn stat(&self, name: &str) -> u64 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
         let r = match http::get(
             &format!("http://127.0.0.1:{}/stats?filter=^{}$", self.admin_port, name.replace('.', "\\.")),
             &[],

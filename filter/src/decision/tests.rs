@@ -105,7 +105,10 @@ fn valid_token_allows_and_sets_identity_headers() {
         &mut st,
         &store,
         NOW,
-        req("/x", &[("authorization", &format!("Bearer {tok}")), ("x-portcullis-client", "evil")]),
+        req(
+            "/x",
+            &[("authorization", &format!("Bearer {tok}")), ("x-portcullis-client", "evil"), ("x-roles", "forged")],
+        ),
     ));
     let m = mutations(&d);
     assert_eq!(set(m, "x-portcullis-client"), Some("c1"));
@@ -174,7 +177,9 @@ fn all_requires_every_method_and_scopes_are_unioned() {
     let d = decided(run(&cfg, &mut st, &store, NOW, req("/admin", &[("authorization", &ro), ("x-api-key", "k")])));
     assert_eq!(d.reason, Some(Reason::InsufficientScope));
     let d = decided(run(&cfg, &mut st, &store, NOW, req("/open?x", &[("x-portcullis-auth", "forged")])));
-    assert_eq!(mutations(&d).remove, vec!["x-roles".to_string(), "x-portcullis-auth".to_string()]);
+    assert_eq!(mutations(&d).remove, vec!["x-portcullis-auth".to_string()], "only headers present are removed");
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/open", &[("x-roles", "forged"), ("x-other", "kept")])));
+    assert_eq!(mutations(&d).remove, vec!["x-roles".to_string()], "configured claim headers are owned too");
 }
 
 #[test]
