@@ -56,6 +56,9 @@ pub struct CacheEntry {
 pub struct WorkerState {
     pub keys: Keys,
     pub cache: Lru<[u8; 32], CacheEntry>,
+    /// Introspection results this worker used recently (SHA-256 of the token → result and
+    /// its expiry in Unix ms), in front of the shared cache: a hit costs no host call.
+    pub introspected: Lru<[u8; 32], (Rc<Introspected>, u64)>,
     /// Host-provided per-worker uniqueness (for token ids this worker issues).
     pub seed: u64,
     /// Tokens issued by this worker so far.
@@ -64,7 +67,13 @@ pub struct WorkerState {
 
 impl WorkerState {
     pub fn new(cfg: &Config) -> Self {
-        WorkerState { keys: Keys::new(cfg), cache: Lru::new(cfg.verified_token_cache_size), seed: 0, issued: 0 }
+        WorkerState {
+            keys: Keys::new(cfg),
+            cache: Lru::new(cfg.verified_token_cache_size),
+            introspected: Lru::new(if cfg.introspection.is_some() { cfg.verified_token_cache_size } else { 0 }),
+            seed: 0,
+            issued: 0,
+        }
     }
 }
 
@@ -296,7 +305,24 @@ fn on_introspection_reply(
     let Some(ic) = &ctx.cfg.introspection else { return Err(IntrospectionError::NoResponse) };
     let token = req.extract(&ic.sources).ok().flatten().map(|f| f.value).unwrap_or_default();
     let slots = ic.settings.cache_slots;
-    let result = introspection::parse_reply(&ic.settings, reply, ctx.now_ms / 1000);
+    let mut result = introspection::parse_reply(&ic.settings, reply, ctx.now_ms / 1000);
+    if let (Ok(r), Some(pi)) = (&result, ic.verify_with) {
+        if let Some(jwt) = &r.jwt {
+            // The by-value JWT must come from the configured issuer: a bad one is the
+            // server's fault (503), never the caller's, and is never cached.
+            let cfg = ctx.cfg;
+            let verified = match ctx.state.keys.available(cfg, pi, ctx.now_ms) {
+                Availability::Ready(set, _) => {
+                    let allow_native = cfg.crypto == config::CryptoMode::Auto;
+                    jwt::verify(jwt, &cfg.providers[pi], set, ctx.now_ms / 1000, ctx.native, allow_native).is_ok()
+                }
+                Availability::Unavailable => false,
+            };
+            if !verified {
+                result = Err(IntrospectionError::MalformedJwt);
+            }
+        }
+    }
     match &result {
         Ok(r) => {
             counters.push(Counter::IntrospectionCalls);
@@ -305,7 +331,12 @@ fn on_introspection_reply(
         Err(_) => counters.push(Counter::IntrospectionFailed),
     }
     introspection::end(ctx.store, slots, &token);
-    result.map(Rc::new)
+    let result = result.map(Rc::new);
+    if let Ok(r) = &result {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        ctx.state.introspected.put(digest, (Rc::clone(r), ctx.now_ms.saturating_add(r.ttl_ms)));
+    }
+    result
 }
 
 fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: Vec<Counter>) -> Step {
@@ -744,12 +775,23 @@ fn check_introspection(
         return MethodResult::Failed(Reason::TokenMalformed);
     }
     let slots = ic.settings.cache_slots;
-    let result = match &progress.introspected {
-        Some(r) => r.clone(),
-        None => match introspection::cache_get(ctx.store, slots, &found.value, ctx.now_ms) {
+    let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
+    let local = match ctx.state.introspected.get(&digest) {
+        Some((r, expires)) if *expires > ctx.now_ms => Some(Rc::clone(r)),
+        _ => None,
+    };
+    let result = match (&progress.introspected, local) {
+        (Some(r), _) => r.clone(),
+        (None, Some(r)) => {
+            counters.push(Counter::IntrospectionCacheHit);
+            Ok(r)
+        }
+        (None, None) => match introspection::cache_get(ctx.store, slots, &found.value, ctx.now_ms) {
             Some(hit) => {
                 counters.push(Counter::IntrospectionCacheHit);
-                Ok(Rc::new(hit))
+                let hit = Rc::new(hit);
+                ctx.state.introspected.put(digest, (Rc::clone(&hit), ctx.now_ms.saturating_add(hit.ttl_ms)));
+                Ok(hit)
             }
             None => {
                 let hold_ms = ic.settings.endpoint.timeout_ms + 500;
@@ -774,20 +816,6 @@ fn check_introspection(
     };
     if !r.active {
         return MethodResult::Failed(Reason::TokenInactive);
-    }
-    if let (Some(jwt), Some(pi)) = (&r.jwt, ic.verify_with) {
-        // The by-value JWT must come from the configured issuer: a bad one is the
-        // server's fault (503), never the caller's.
-        let p = &cfg.providers[pi];
-        let keys = match ctx.state.keys.available(cfg, pi, ctx.now_ms) {
-            Availability::Ready(set, _) => Rc::clone(set),
-            Availability::Unavailable => return MethodResult::Failed(Reason::KeysUnavailable),
-        };
-        let allow_native = cfg.crypto == config::CryptoMode::Auto;
-        if jwt::verify(jwt, p, &keys, ctx.now_ms / 1000, ctx.native, allow_native).is_err() {
-            counters.push(Counter::IntrospectionFailed);
-            return MethodResult::Failed(Reason::IntrospectionUnavailable);
-        }
     }
     MethodResult::Ok(Identity {
         method: Method::Introspection,

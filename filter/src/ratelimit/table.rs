@@ -97,13 +97,17 @@ pub fn take(store: &dyn SharedStore, slots: u64, identity: &[u8], rate: Rate, co
     let (fp, a, b) = locate(identity, slots);
     let candidates = if a == b { vec![a] } else { vec![a, b] };
     for _ in 0..MAX_CAS_RETRIES {
-        let read: Vec<(u64, Option<Slot>, u32)> = candidates
-            .iter()
-            .map(|&i| {
-                let (v, cas) = store.get(&slot_key(i));
-                (i, v.as_deref().and_then(decode), cas)
-            })
-            .collect();
+        // Most requests find their bucket in the first candidate: read the second only if not.
+        let read_slot = |i: u64| {
+            let (v, cas) = store.get(&slot_key(i));
+            (i, v.as_deref().and_then(decode), cas)
+        };
+        let first = read_slot(candidates[0]);
+        let read: Vec<(u64, Option<Slot>, u32)> = if first.1.is_some_and(|s| s.fp == fp) || candidates.len() == 1 {
+            vec![first]
+        } else {
+            vec![first, read_slot(candidates[1])]
+        };
         // 1. The client's own bucket.
         let own = read.iter().find(|(_, s, _)| s.is_some_and(|s| s.fp == fp));
         // 2. An empty slot, else an idle one.
