@@ -148,7 +148,7 @@ pub enum Waiting {
     /// cached (the host parks the request and polls on its tick).
     Peer { since_ms: u64 },
     /// The request body (password grant), at most `max` bytes. The headers go on before the
-    /// body is read (proxy-wasm hosts withhold the body from a filter that holds the
+    /// body is read (Proxy-Wasm hosts withhold the body from a filter that holds the
     /// headers), so the host removes `strip` (inbound copies of headers Portcullis owns) first.
     Body { max: usize, strip: Vec<String> },
     /// An identity backend (password grant).

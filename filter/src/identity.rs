@@ -634,7 +634,7 @@ pub trait NativeSigner {
     fn sign(&self, hash: &str, private_key_pem: &str, message: &[u8]) -> Option<Vec<u8>>;
 }
 
-/// A host without a native signer (tests, other proxy-wasm hosts).
+/// A host without a native signer (tests, other Proxy-Wasm hosts).
 pub struct NoSigner;
 
 impl NativeSigner for NoSigner {

@@ -1,6 +1,6 @@
 //! # Portcullis
 //!
-//! API security inside the proxy: one proxy-wasm HTTP filter that Envoy loads as
+//! API security inside the proxy: one Proxy-Wasm HTTP filter that Envoy loads as
 //! `envoy.filters.http.wasm` and Istio loads as a `WasmPlugin`.
 //!
 //! ## Design
@@ -16,10 +16,10 @@
 //!   the reply as data, and host capabilities (Envoy's `verify_signature` foreign function)
 //!   come in through a trait ([`crypto::NativeVerifier`]).
 //! * a **thin host adapter** (`host/`, compiled only for `wasm32`): the only code that uses
-//!   `proxy-wasm`. It turns Envoy callbacks into calls to the core and the core's answers into
+//!   `Proxy-Wasm`. It turns Envoy callbacks into calls to the core and the core's answers into
 //!   host calls. It makes no security decision of its own.
 //!
-//! `proxy-wasm` is a wasm32-only dependency, so any use of it outside `host/` fails to compile
+//! `Proxy-Wasm` is a wasm32-only dependency, so any use of it outside `host/` fails to compile
 //! under native `cargo test`: the compiler keeps the boundary.
 //!
 //! ## Threat model

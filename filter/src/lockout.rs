@@ -3,7 +3,7 @@
 //!
 //! Failures are counted per **subject** — a username ([`user_subject`]) or a source address
 //! ([`addr_subject`]) — in a sliding window, and a subject that reaches `max_failures` within
-//! `window_ms` is blocked for `block_ms`. State lives in proxy-wasm shared data so every
+//! `window_ms` is blocked for `block_ms`. State lives in Proxy-Wasm shared data so every
 //! worker sees the same counts.
 //!
 //! Bounded memory: like the rate-limit table ([`crate::ratelimit::table`]), subjects live in a

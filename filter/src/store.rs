@@ -1,5 +1,5 @@
 //! The shared-data port: a process-wide key/value store with compare-and-swap, shared by all
-//! Envoy workers of one VM (proxy-wasm shared data). The core only reads and CASes; the host
+//! Envoy workers of one VM (Proxy-Wasm shared data). The core only reads and CASes; the host
 //! adapter implements it with `get_shared_data` / `set_shared_data`.
 //!
 //! Shared data has no TTL and no delete on every host, so keys are few and fixed (one per

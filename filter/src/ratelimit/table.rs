@@ -1,6 +1,6 @@
 //! The shared bucket table: bounded memory, exact across workers (SPEC C3).
 //!
-//! Buckets live in proxy-wasm shared data, one key per **slot** of a fixed-size table
+//! Buckets live in Proxy-Wasm shared data, one key per **slot** of a fixed-size table
 //! (`portcullis.rl.<slot>`), so memory is bounded by `max_clients` slots however many
 //! distinct clients appear. A client (identity + plan) hashes (SHA-256) to a 64-bit
 //! fingerprint and two candidate slots:
@@ -17,7 +17,7 @@
 //! Every update is read → compute → compare-and-swap, retried a bounded number of times;
 //! exhausting the retries refuses the request (counted). Refill is lazy, from timestamps.
 //!
-//! Limit of the proxy-wasm ABI: a CAS of 0 (first write of a key) is unconditional, so two
+//! Limit of the Proxy-Wasm ABI: a CAS of 0 (first write of a key) is unconditional, so two
 //! workers creating the *same never-used slot* at the same instant may lose one request's
 //! charge; every later update of that slot is an exact CAS. Read-back after a first write
 //! detects a lost claim of the slot itself.
