@@ -719,38 +719,53 @@ fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counters: &mut Vec
         return MethodResult::Failed(Reason::TokenTooLarge);
     }
     let now_s = ctx.now_ms / 1000;
-    if matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_)) {
+    let remote = matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_));
+    // The tick picks up sets other workers publish; a request reads shared data itself only
+    // when it has no usable set or meets an unknown `kid` (both rare).
+    if remote && matches!(ctx.state.keys.available(cfg, i, ctx.now_ms), Availability::Unavailable) {
         ctx.state.keys.sync(cfg, ctx.store, i);
     }
-    let (set, version) = match ctx.state.keys.available(cfg, i, ctx.now_ms) {
-        Availability::Ready(set, v) => (Rc::clone(set), v),
-        Availability::Unavailable if p.hmac_secret.is_some() => (Rc::new(Default::default()), 0),
-        Availability::Unavailable => return MethodResult::Failed(Reason::KeysUnavailable),
-    };
     let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
-    if let Some(hit) = ctx.state.cache.get(&digest) {
-        if hit.provider == i && hit.key_version == version {
-            let v = Rc::clone(&hit.verified);
-            counters.push(Counter::JwtCacheHit);
-            return match jwt::check_times(v.exp, v.nbf, v.iat, p, now_s) {
-                Ok(()) => ok_identity(i, found, v),
-                Err(r) => MethodResult::Failed(r),
-            };
+    let mut synced = false;
+    loop {
+        let (set, version) = match ctx.state.keys.available(cfg, i, ctx.now_ms) {
+            Availability::Ready(set, v) => (Rc::clone(set), v),
+            Availability::Unavailable if p.hmac_secret.is_some() => (Rc::new(Default::default()), 0),
+            Availability::Unavailable => return MethodResult::Failed(Reason::KeysUnavailable),
+        };
+        if let Some(hit) = ctx.state.cache.get(&digest) {
+            if hit.provider == i && hit.key_version == version {
+                let v = Rc::clone(&hit.verified);
+                counters.push(Counter::JwtCacheHit);
+                return match jwt::check_times(v.exp, v.nbf, v.iat, p, now_s) {
+                    Ok(()) => ok_identity(i, found, v),
+                    Err(r) => MethodResult::Failed(r),
+                };
+            }
         }
-    }
-    counters.push(Counter::JwtCacheMiss);
-    let allow_native = cfg.crypto == config::CryptoMode::Auto;
-    match jwt::verify(&found.value, p, &set, now_s, ctx.native, allow_native) {
-        Ok((v, path)) => {
-            counters.push(if path == Path::Native { Counter::CryptoNative } else { Counter::CryptoPure });
-            let v = Rc::new(v);
-            ctx.state.cache.put(digest, CacheEntry { provider: i, key_version: version, verified: Rc::clone(&v) });
-            ok_identity(i, found, v)
-        }
-        Err(Reason::TokenUnknownKey) if matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_)) => {
-            MethodResult::NeedRefresh(i)
-        }
-        Err(r) => MethodResult::Failed(r),
+        counters.push(Counter::JwtCacheMiss);
+        let allow_native = cfg.crypto == config::CryptoMode::Auto;
+        return match jwt::verify(&found.value, p, &set, now_s, ctx.native, allow_native) {
+            Ok((v, path)) => {
+                counters.push(if path == Path::Native { Counter::CryptoNative } else { Counter::CryptoPure });
+                let v = Rc::new(v);
+                ctx.state.cache.put(digest, CacheEntry { provider: i, key_version: version, verified: Rc::clone(&v) });
+                ok_identity(i, found, v)
+            }
+            Err(Reason::TokenUnknownKey) if remote => {
+                // Another worker may have published a newer set since this worker's last
+                // tick: use it before asking for a refresh.
+                if !synced {
+                    synced = true;
+                    ctx.state.keys.sync(cfg, ctx.store, i);
+                    if ctx.state.keys.providers.get(i).is_some_and(|st| st.version != version) {
+                        continue;
+                    }
+                }
+                MethodResult::NeedRefresh(i)
+            }
+            Err(r) => MethodResult::Failed(r),
+        };
     }
 }
 
