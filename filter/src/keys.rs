@@ -170,16 +170,17 @@ impl Keys {
             if !store::try_lease(store, &lease, now_ms, 2 * r.timeout_ms + 1000) {
                 continue;
             }
-            let mut f = self.first_fetch(cfg, i);
-            f.leased = true;
-            out.push(f);
+            if let Some(mut f) = self.first_fetch(cfg, i) {
+                f.leased = true;
+                out.push(f);
+            }
         }
         out
     }
 
     /// The first callout of a fetch cycle for provider `i` (discovery or key set).
-    fn first_fetch(&self, cfg: &Config, i: usize) -> Fetch {
-        let (stage, callout) = match &cfg.providers[i].keys {
+    fn first_fetch(&self, cfg: &Config, i: usize) -> Option<Fetch> {
+        let (stage, callout) = match &cfg.providers.get(i)?.keys {
             KeySource::Discovery(r) => match self.providers.get(i).and_then(|s| s.jwks_location.clone()) {
                 // Known jwks_uri: refresh the set directly; discovery is re-run on failure.
                 Some((authority, path)) if self.providers[i].set.is_some() => {
@@ -193,16 +194,20 @@ impl Keys {
             KeySource::Remote(r) => {
                 (Stage::Jwks, Callout::get(&r.cluster, &r.authority, &r.path, "application/json", r.timeout_ms))
             }
-            // Never asked for: callers check `remote()` first.
-            KeySource::Local(_) => (Stage::Jwks, Callout::get("", "", "/", "application/json", 1000)),
+            KeySource::Local(_) => return None,
         };
-        Fetch { provider: i, stage, callout, leased: false }
+        Some(Fetch { provider: i, stage, callout, leased: false })
     }
 
     /// For an unknown `kid`: takes the cross-worker early-refresh slot if the interval allows,
     /// returning the fetch the request should wait for.
     pub fn early_refresh(&mut self, cfg: &Config, store: &dyn SharedStore, i: usize, now_ms: u64) -> Option<Fetch> {
         let r = remote(cfg, i)?;
+        let f = self.first_fetch(cfg, i)?;
+        if f.stage == Stage::Discovery && self.providers.get(i)?.set.is_some() {
+            // The jwks_uri is not known yet: an early refresh would need two round trips.
+            return None;
+        }
         let key = store::key("kidrefresh", &cfg.providers[i].name);
         let (value, cas) = store.get(&key);
         if let Some(v) = value {
@@ -212,10 +217,6 @@ impl Keys {
             }
         }
         store.set(&key, &now_ms.to_le_bytes(), cas).ok()?;
-        let f = self.first_fetch(cfg, i);
-        if f.stage == Stage::Discovery && self.providers.get(i)?.set.is_some() {
-            return None;
-        }
         Some(f)
     }
 

@@ -16,10 +16,10 @@
 //!   the reply as data, and host capabilities (Envoy's `verify_signature` foreign function)
 //!   come in through a trait ([`crypto::NativeVerifier`]).
 //! * a **thin host adapter** (`host/`, compiled only for `wasm32`): the only code that uses
-//!   `Proxy-Wasm`. It turns Envoy callbacks into calls to the core and the core's answers into
+//!   the Proxy-Wasm SDK. It turns Envoy callbacks into calls to the core and the core's answers into
 //!   host calls. It makes no security decision of its own.
 //!
-//! `Proxy-Wasm` is a wasm32-only dependency, so any use of it outside `host/` fails to compile
+//! The Proxy-Wasm SDK is a wasm32-only dependency, so any use of it outside `host/` fails to compile
 //! under native `cargo test`: the compiler keeps the boundary.
 //!
 //! ## Threat model

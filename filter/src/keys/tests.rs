@@ -76,12 +76,12 @@ fn bad_documents_never_replace_a_good_set() {
     let f = w.due_fetches(&cfg, &store, 0).pop().unwrap();
     w.on_reply(&cfg, &store, &f, &ok(JWKS), 0);
     for bad in ["<<not json>>", "{}", r#"{"keys":[]}"#, r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#] {
-        let f = w.due_fetches(&cfg, &store, 1_000_000).pop().unwrap_or_else(|| w.first_fetch(&cfg, 0));
+        let f = w.due_fetches(&cfg, &store, 1_000_000).pop().unwrap_or_else(|| w.first_fetch(&cfg, 0).unwrap());
         assert!(matches!(w.on_reply(&cfg, &store, &f, &ok(bad), 90_000), Fetched::Failed(_)), "{bad}");
         assert!(matches!(w.available(&cfg, 0, 90_000), Availability::Ready(_, 1)), "{bad}");
     }
     let huge = Reply { status: Some(200), headers: vec![], body: vec![b' '; MAX_REPLY_BYTES + 1] };
-    assert!(matches!(w.on_reply(&cfg, &store, &w.first_fetch(&cfg, 0), &huge, 90_000), Fetched::Failed(_)));
+    assert!(matches!(w.on_reply(&cfg, &store, &w.first_fetch(&cfg, 0).unwrap(), &huge, 90_000), Fetched::Failed(_)));
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn discovery_then_jwks() {
     // Garbage discovery documents fail cleanly.
     for bad in ["nope", "{}", r#"{"jwks_uri":"ftp://x/y"}"#] {
         let mut w3 = Keys::new(&cfg);
-        let f = w3.first_fetch(&cfg, 0);
+        let f = w3.first_fetch(&cfg, 0).unwrap();
         assert!(matches!(w3.on_reply(&cfg, &store, &f, &ok(bad), 0), Fetched::Failed(_)), "{bad}");
     }
 }
