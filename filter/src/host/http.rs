@@ -228,7 +228,9 @@ impl Http {
                 ":path" => view.path = value.clone().unwrap_or_default(),
                 _ => {}
             }
-            view.headers.push((name.to_ascii_lowercase(), value));
+            // Envoy's header names are already lower case: copy only when one is not.
+            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) { name.to_ascii_lowercase() } else { name };
+            view.headers.push((name, value));
         }
         view
     }
