@@ -2,7 +2,7 @@
 //! instruction count of each case under callgrind (`bench/callgrind.sh`), which is repeatable
 //! on a noisy machine.
 //!
-//! Cases (each is one request through `decision::start`, the whole per-request decision):
+//! Cases (each is one request through `flow::start`, the whole per-request decision):
 //! * `decide/jwt_cached`: RS256 token from a local JWKS, verified-token cache hit;
 //! * `decide/jwt_uncached_native_stub`: the same token, cache cleared every time, with a
 //!   native verifier that answers "valid" at once: everything but the signature math;
@@ -26,7 +26,7 @@ use jwt_simple::algorithms::{
 use jwt_simple::claims::Claims;
 use portcullis::config::{self, Config};
 use portcullis::crypto::{NativeOutcome, NativeVerifier, NoNative};
-use portcullis::decision::{self, Action, Ctx, Step, WorkerState};
+use portcullis::flow::{self, Action, Ctx, Step, WorkerState};
 use portcullis::request::RequestView;
 use portcullis::store::MemStore;
 use serde_json::{json, Map, Value};
@@ -71,7 +71,7 @@ fn claims() -> jwt_simple::claims::JWTClaims<Map<String, Value>> {
 }
 
 fn fixture() -> Fixture {
-    let b = |s: &[u8]| portcullis::b64::encode(s);
+    let b = |s: &[u8]| portcullis::wire::b64::encode(s);
     let rsa = RS256KeyPair::from_pem(RSA_PEM).unwrap().with_key_id("rsa-a");
     let parts = rsa.public_key().to_components();
     let ec = ES256KeyPair::from_pem(P256_PEM).unwrap().with_key_id("p256-a");
@@ -139,10 +139,10 @@ impl Case<'_> {
             state: &mut self.state,
             store: &self.store,
             native: self.native,
-            signer: &portcullis::identity::NoSigner,
+            signer: &portcullis::password::NoSigner,
             now_ms: now_ms(),
         };
-        match decision::start(&mut ctx, black_box(self.request.clone())) {
+        match flow::start(&mut ctx, black_box(self.request.clone())) {
             Step::Done(d) => matches!(d.action, Action::Continue(_)),
             _ => false,
         }

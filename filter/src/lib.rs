@@ -7,12 +7,14 @@
 //!
 //! The crate is split in two:
 //!
-//! * a **pure, host-agnostic core** (every module except `host`): configuration parsing and
-//!   validation ([`config`]), JWS parsing and claim checks ([`jwt`]), key sets ([`jwks`]),
-//!   API keys ([`apikey`]), route policy ([`policy`]), the per-request decision pipeline
-//!   ([`decision`]) and the only module that knows HTTP response shapes ([`response`]).
+//! * a **pure, host-agnostic core** (every module except `host`): the request path ([`flow`]:
+//!   the only code that knows why a request waits), one folder per capability ([`jwt`],
+//!   [`apikey`], [`ratelimit`], [`introspection`], [`password`], [`policy`]), the canonical
+//!   request view ([`request`]), shared-data access ([`store`]), crypto ([`crypto`]) and wire
+//!   codecs ([`wire`]), configuration parsing and validation ([`config`]) and the only module
+//!   that knows HTTP response shapes ([`response`]).
 //!   The core never reads a clock, never performs I/O and never touches the proxy: time is
-//!   passed in, callouts are returned as data ([`decision::Step::Callout`]) and resumed with
+//!   passed in, callouts are returned as data ([`flow::Step::Callout`]) and resumed with
 //!   the reply as data, and host capabilities (Envoy's `verify_signature` foreign function)
 //!   come in through a trait ([`crypto::NativeVerifier`]).
 //! * a **thin host adapter** (`host/`, compiled only for `wasm32`): the only code that uses
@@ -38,21 +40,14 @@
 //!   `expect` and `panic!` are denied by lints outside tests.
 
 pub mod apikey;
-pub mod b64;
 pub mod cache;
 pub mod callout;
 pub mod config;
 pub mod crypto;
-pub mod decision;
-pub mod der;
-pub mod duration;
-pub mod grant;
-pub mod identity;
+pub mod flow;
 pub mod introspection;
-pub mod jwks;
 pub mod jwt;
-pub mod keys;
-pub mod lockout;
+pub mod password;
 pub mod policy;
 pub mod ratelimit;
 pub mod reason;
@@ -60,6 +55,7 @@ pub mod request;
 pub mod response;
 pub mod stats;
 pub mod store;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

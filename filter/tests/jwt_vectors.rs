@@ -20,13 +20,13 @@ use jwt_simple::algorithms::{
     EdDSAPublicKeyLike, RS256PublicKey, RS384PublicKey, RS512PublicKey, RSAPublicKeyLike,
 };
 use jwt_simple::prelude::{NoCustomClaims, UnixTimeStamp, VerificationOptions};
-use portcullis::b64;
 use portcullis::config::{self, KeySource, Provider};
+use portcullis::crypto::jwks::{self, Alg, KeyMaterial, KeySet};
 use portcullis::crypto::{self, NativeOutcome, NativeVerifier, NoNative, Path};
-use portcullis::der::{self, Curve};
-use portcullis::jwks::{self, Alg, KeyMaterial, KeySet};
 use portcullis::jwt;
 use portcullis::reason::Reason;
+use portcullis::wire::b64;
+use portcullis::wire::der::{self, Curve};
 use serde_json::{json, Value};
 
 fn load(name: &str) -> Value {

@@ -63,9 +63,10 @@ fn json_answers_become_claims_upstream_and_are_cached_across_workers() {
         assert_eq!(h["x-client-id"], "svc-a");
         assert_eq!(h["x-portcullis-client"], "svc-a");
         assert!(h.get("authorization").is_none(), "the opaque token never reaches the upstream");
-        let claims: Value =
-            serde_json::from_slice(&portcullis::b64::decode(h["x-portcullis-token-claims"].as_str().unwrap()).unwrap())
-                .unwrap();
+        let claims: Value = serde_json::from_slice(
+            &portcullis::wire::b64::decode(h["x-portcullis-token-claims"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(claims["sub"], "user-7");
     }
     assert_eq!(idp.hits(Endpoint::Introspect), 1, "one introspection for 20 requests on 2 workers");

@@ -65,10 +65,10 @@ fn every_algorithm_on_both_paths() {
             }
             // Tampered signature: refused on either path.
             let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-            let sig = portcullis::b64::decode(&parts[2]).unwrap();
+            let sig = portcullis::wire::b64::decode(&parts[2]).unwrap();
             let mut bad = sig.clone();
             bad[sig.len() / 2] ^= 0x01;
-            parts[2] = portcullis::b64::encode(&bad);
+            parts[2] = portcullis::wire::b64::encode(&bad);
             assert_eq!(status(&envoy, &parts.join(".")), 401, "tampered {name} with crypto={crypto}");
         }
         let native = envoy.stat("wasmcustom.portcullis.crypto.native");

@@ -92,7 +92,7 @@ fn newest_first_stop_at_first_success_and_extra_info_forwarded() {
     let seen = r.json();
     assert_eq!(seen["headers"]["x-portcullis-identity"], "legacy");
     let extra: Value = serde_json::from_slice(
-        &portcullis::b64::decode(seen["headers"]["x-portcullis-extra-info"].as_str().unwrap()).unwrap(),
+        &portcullis::wire::b64::decode(seen["headers"]["x-portcullis-extra-info"].as_str().unwrap()).unwrap(),
     )
     .unwrap();
     assert_eq!(extra, json!({"dept": "ops", "level": 3}));

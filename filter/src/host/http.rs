@@ -23,7 +23,7 @@ use super::root::Shared;
 use super::store::HostStore;
 use super::{dispatch, log, now_ms, read_reply};
 use crate::callout::Reply;
-use crate::decision::{self, Ctx, Decision, Pending, Step, Waiting};
+use crate::flow::{self, Ctx, Decision, Pending, Step, Waiting};
 use crate::ratelimit;
 use crate::reason::Reason;
 use crate::request::RequestView;
@@ -105,7 +105,7 @@ pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step) -> Action {
             }
             Err(e) => {
                 log(LogLevel::Error, &e);
-                let step = with_ctx(shared, |ctx| decision::resume(ctx, p, &Reply::default()));
+                let step = with_ctx(shared, |ctx| flow::resume(ctx, p, &Reply::default()));
                 drive(shared, id, step)
             }
         },
@@ -144,7 +144,7 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
         log(LogLevel::Info, e);
     }
     match d.action {
-        decision::Action::Continue(m) => {
+        flow::Action::Continue(m) => {
             let mut refused = false;
             for name in &m.remove {
                 refused |= !abi::remove_header(MapType::HttpRequestHeaders, name);
@@ -176,7 +176,7 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
             }
             Action::Continue
         }
-        decision::Action::Reply(resp) => {
+        flow::Action::Reply(resp) => {
             if let Some(r) = d.reason {
                 log(LogLevel::Debug, &format!("deny reason={}", r.code()));
             }
@@ -196,7 +196,7 @@ pub(crate) fn poll_parked(shared: &Rc<Shared>) {
         if hostcalls::set_effective_context(id).is_err() {
             continue; // the request is gone
         }
-        let step = with_ctx(shared, |ctx| decision::poll(ctx, p));
+        let step = with_ctx(shared, |ctx| flow::poll(ctx, p));
         if let Action::Continue = drive(shared, id, step) {
             let _ = hostcalls::resume_http_request();
         }
@@ -245,7 +245,7 @@ impl Http {
             }
         };
         let Some(pending) = pending else { return };
-        let step = with_ctx(&shared, |ctx| decision::resume(ctx, pending, reply));
+        let step = with_ctx(&shared, |ctx| flow::resume(ctx, pending, reply));
         if let Action::Continue = drive(&shared, self.id, step) {
             self.resume_http_request();
         }
@@ -286,11 +286,11 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let view = self.collect(&shared.cfg);
-        let step = with_ctx(&shared, |ctx| decision::start(ctx, view));
+        let step = with_ctx(&shared, |ctx| flow::start(ctx, view));
         match step {
             // A request without a body: decide now with an empty one.
             Step::ReadBody(p) if end_of_stream => {
-                let step = with_ctx(&shared, |ctx| decision::with_body(ctx, p, &[]));
+                let step = with_ctx(&shared, |ctx| flow::with_body(ctx, p, &[]));
                 drive(&shared, self.id, step)
             }
             step => drive(&shared, self.id, step),
@@ -305,7 +305,7 @@ impl HttpContext for Http {
         };
         if body_size > max {
             shared.requests.reading.borrow_mut().remove(&self.id);
-            let resp = crate::identity::payload_too_large();
+            let resp = crate::password::payload_too_large();
             let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             self.send_http_response(u32::from(resp.status), headers, Some(&resp.body));
             return Action::Pause;
@@ -315,7 +315,7 @@ impl HttpContext for Http {
         }
         let Some(p) = shared.requests.reading.borrow_mut().remove(&self.id) else { return Action::Continue };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let step = with_ctx(&shared, |ctx| decision::with_body(ctx, p, &body));
+        let step = with_ctx(&shared, |ctx| flow::with_body(ctx, p, &body));
         drive(&shared, self.id, step)
     }
 

@@ -3,7 +3,7 @@
 //! * [`root`]: configuration, stats definitions, the tick that keeps remote key sets fresh,
 //!   and their fetch callouts.
 //! * [`http`]: one context per request, a small loop that feeds the core's
-//!   [`crate::decision::Step`]s to Envoy.
+//!   [`crate::flow::Step`]s to Envoy.
 //! * [`store`]: proxy-wasm shared data behind the core's [`crate::store::SharedStore`].
 //! * [`native`]: Envoy's `verify_signature` foreign function behind
 //!   [`crate::crypto::NativeVerifier`].

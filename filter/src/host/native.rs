@@ -9,7 +9,7 @@ use std::cell::Cell;
 use proxy_wasm::hostcalls;
 
 use crate::crypto::{NativeOutcome, NativeVerifier};
-use crate::der::{pb_bytes, pb_fields, PbValue};
+use crate::wire::der::{pb_bytes, pb_fields, PbValue};
 
 #[derive(Default)]
 pub(crate) struct HostVerifier {
@@ -55,14 +55,14 @@ pub(crate) struct HostSigner {
     missing: Cell<bool>,
 }
 
-impl crate::identity::NativeSigner for HostSigner {
+impl crate::password::NativeSigner for HostSigner {
     fn sign(&self, hash: &str, private_key_pem: &str, message: &[u8]) -> Option<Vec<u8>> {
         if self.missing.get() {
             return None;
         }
-        let args = crate::identity::sign_args(hash, private_key_pem, message);
+        let args = crate::password::sign_args(hash, private_key_pem, message);
         match hostcalls::call_foreign_function("sign", Some(&args)) {
-            Ok(Some(result)) => crate::identity::parse_sign_result(&result),
+            Ok(Some(result)) => crate::password::parse_sign_result(&result),
             Ok(None) => None,
             Err(proxy_wasm::types::Status::NotFound) => {
                 self.missing.set(true);

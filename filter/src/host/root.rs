@@ -14,8 +14,8 @@ use super::native::{HostSigner, HostVerifier};
 use super::store::HostStore;
 use super::{dispatch, log, now_ms, read_reply};
 use crate::config::{self, Config};
-use crate::decision::WorkerState;
-use crate::keys::{Fetch, Fetched};
+use crate::flow::WorkerState;
+use crate::jwt::keys::{Fetch, Fetched};
 use crate::stats::Counter;
 
 /// What every request context of this worker shares.

@@ -13,7 +13,7 @@
 //! The messages are encoded by hand (a few fields of `rls.proto`); unknown fields in the
 //! answer are ignored, as protobuf requires.
 
-use crate::der::{pb_bytes, pb_fields, pb_varint, PbValue};
+use crate::wire::der::{pb_bytes, pb_fields, pb_varint, PbValue};
 
 /// gRPC service and method names.
 pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";

@@ -23,9 +23,9 @@ use sha2::{Digest, Sha256};
 use crate::callout::Reply;
 use crate::config::GrantMode;
 use crate::crypto::Path;
-use crate::decision::{self, Action, Ctx, Decision, Pending, Progress, Step, Waiting};
-use crate::identity::{self, Chain, ChainStep, GrantError, PasswordRequest};
-use crate::lockout::{self, Recorded, Status};
+use crate::flow::{self, Action, Ctx, Decision, Pending, Progress, Step, Waiting};
+use crate::password::lockout::{self, Recorded, Status};
+use crate::password::{self, Chain, ChainStep, GrantError, PasswordRequest};
 use crate::request::RequestView;
 use crate::response::{self, HttpResponse};
 use crate::stats::Counter;
@@ -62,22 +62,22 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
     let path = req.path_only();
     if let GrantMode::Issue { issuer, jwks_path } = &pg.mode {
         if path == jwks_path && (req.method == "GET" || req.method == "HEAD") {
-            return Some(reply(identity::jwks_response(&issuer.public_jwks()), Counter::Allowed));
+            return Some(reply(password::jwks_response(&issuer.public_jwks()), Counter::Allowed));
         }
     }
     if path != pg.token_path || req.method != "POST" {
         return None;
     }
     let content_type = header(req, "content-type").unwrap_or_default().to_string();
-    if !identity::is_form_content_type(&content_type) {
+    if !password::is_form_content_type(&content_type) {
         // A token request must be a form (RFC 6749 §4.3.2); anything else could be read as a
         // password grant by a lenient token server without our check.
-        return Some(reply(identity::invalid_request(), Counter::GrantInvalidRequest));
+        return Some(reply(password::invalid_request(), Counter::GrantInvalidRequest));
     }
     let state = GrantState { body: Vec::new(), content_type, request: None, chain: None, relaying: false };
     Some(Step::ReadBody(Pending {
         request: req.clone(),
-        waiting: Waiting::Body { max: pg.max_body_bytes, strip: decision::base_mutations(ctx.cfg, req).remove },
+        waiting: Waiting::Body { max: pg.max_body_bytes, strip: flow::base_mutations(ctx.cfg, req).remove },
         counters: vec![Counter::Requests],
         progress: Progress::default(),
         grant: Some(Box::new(state)),
@@ -87,25 +87,25 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
 /// Continues with the buffered body.
 pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
     let (Some(pg), Some(mut state)) = (ctx.cfg.password_grant.as_ref(), pending.grant.take()) else {
-        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
     if body.len() > pg.max_body_bytes {
-        return reply(identity::payload_too_large(), Counter::GrantInvalidRequest);
+        return reply(password::payload_too_large(), Counter::GrantInvalidRequest);
     }
-    let request = match identity::password_request(body) {
+    let request = match password::password_request(body) {
         Ok(r) => r,
         Err(GrantError::NotPasswordGrant) => {
             // Owned headers were already stripped when the headers went on.
-            let m = decision::Mutations::default();
+            let m = flow::Mutations::default();
             return done(Action::Continue(m), vec![Counter::Requests, Counter::GrantPassThrough], vec![], vec![]);
         }
-        Err(GrantError::InvalidRequest(_)) => return reply(identity::invalid_request(), Counter::GrantInvalidRequest),
+        Err(GrantError::InvalidRequest(_)) => return reply(password::invalid_request(), Counter::GrantInvalidRequest),
     };
     if let Some(policy) = &pg.lockout {
         for subject in subjects(&request, &pending.request) {
             let status = lockout::check(ctx.store, LOCKOUT_SLOTS, &subject, policy, ctx.now_ms);
             if let Status::Blocked { retry_after_ms } | Status::TableFull { retry_after_ms } = status {
-                return reply(identity::locked_out(retry_after_ms.div_ceil(1000).max(1)), Counter::GrantLockedOut);
+                return reply(password::locked_out(retry_after_ms.div_ceil(1000).max(1)), Counter::GrantLockedOut);
             }
         }
     }
@@ -121,28 +121,28 @@ pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
 /// Continues with an identity backend's answer.
 pub fn on_reply(ctx: &mut Ctx, mut pending: Pending, reply_: &Reply) -> Step {
     let Some(mut state) = pending.grant.take() else {
-        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
     if state.relaying {
         return relay(reply_, std::mem::take(&mut pending.counters));
     }
     let Some(chain) = state.chain.as_mut() else {
-        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
-    let next = chain.on_answer(identity::classify(reply_));
+    let next = chain.on_answer(password::classify(reply_));
     pending.grant = Some(state);
     advance(ctx, pending, next)
 }
 
 fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
     let Some(pg) = ctx.cfg.password_grant.as_ref() else {
-        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
     let Some(state) = pending.grant.as_ref() else {
-        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
     let (Some(request), Some(chain)) = (state.request.as_ref(), state.chain.as_ref()) else {
-        return reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
+        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
     let failure_logs: Vec<String> = chain
         .failures()
@@ -155,10 +155,10 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                 pending.waiting = Waiting::Backend(callout);
                 Step::Callout(pending)
             }
-            None => reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
+            None => reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
         },
         ChainStep::Unavailable => done(
-            Action::Reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
+            Action::Reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
             vec![Counter::Requests, Counter::GrantUnavailable],
             vec![],
             failure_logs,
@@ -176,7 +176,7 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                     }
                 }
             }
-            done(Action::Reply(identity::invalid_grant()), counters, events, failure_logs)
+            done(Action::Reply(password::invalid_grant()), counters, events, failure_logs)
         }
         ChainStep::Accepted { backend, extra_info } => {
             if let Some(policy) = &pg.lockout {
@@ -193,14 +193,14 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                     // Envoy has already passed the request headers on by the time the body is
                     // read, so identity headers cannot be added to that request: Portcullis
                     // sends the token request to the token server itself and relays the answer.
-                    let mut callout = identity::backend_request(endpoint, &state.body, &state.content_type);
+                    let mut callout = password::backend_request(endpoint, &state.body, &state.content_type);
                     callout.headers.retain(|(k, _)| k != "accept");
                     for name in RELAYED_REQUEST_HEADERS {
                         if let Some(v) = pending.request.header_values(name).next().flatten() {
                             callout.headers.push((name.to_string(), v.to_string()));
                         }
                     }
-                    callout.headers.extend(identity::forward_headers(
+                    callout.headers.extend(password::forward_headers(
                         identity_header,
                         extra_info_header,
                         &backend,
@@ -217,7 +217,7 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                     let st = &mut ctx.state;
                     st.issued += 1;
                     let seed = format!("{}:{}:{}:{}", st.seed, st.issued, ctx.now_ms, request.username);
-                    let jti = identity::jti(Sha256::digest(seed.as_bytes()).as_slice());
+                    let jti = password::jti(Sha256::digest(seed.as_bytes()).as_slice());
                     let claims =
                         issuer.claims(&request.username, &backend, extra_info.as_ref(), ctx.now_ms / 1000, &jti);
                     match issuer.sign(&claims, ctx.signer) {
@@ -228,14 +228,14 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                                 Counter::GrantIssuedPure
                             };
                             done(
-                                Action::Reply(identity::token_response(&token, issuer.lifetime_s)),
+                                Action::Reply(password::token_response(&token, issuer.lifetime_s)),
                                 vec![Counter::Requests, Counter::GrantAccepted, via],
                                 vec![],
                                 failure_logs,
                             )
                         }
                         Err(e) => done(
-                            Action::Reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
+                            Action::Reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
                             vec![Counter::Requests, Counter::GrantUnavailable],
                             vec![],
                             vec![format!("password grant: could not sign the token: {e:?}")],
@@ -260,7 +260,7 @@ fn relay(r: &Reply, mut counters: Vec<Counter>) -> Step {
         counters.retain(|c| *c != Counter::GrantAccepted);
         counters.push(Counter::GrantUnavailable);
         return done(
-            Action::Reply(identity::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
+            Action::Reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
             counters,
             vec![],
             vec!["password grant: the token server did not answer".into()],

@@ -12,8 +12,8 @@
 
 use serde::Deserialize;
 
-use crate::b64;
-use crate::der::{self, Curve};
+use crate::wire::b64;
+use crate::wire::der::{self, Curve};
 
 /// Signature algorithms Portcullis accepts (RFC 7518 §3.1, RFC 8037 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

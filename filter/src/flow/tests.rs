@@ -21,7 +21,7 @@ impl Signer {
 
     fn jwks(&self) -> String {
         let pt = self.key.public_key().public_key().to_bytes_uncompressed();
-        let b = |s: &[u8]| crate::b64::encode(s);
+        let b = |s: &[u8]| crate::wire::b64::encode(s);
         json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": self.key.key_id().clone().unwrap(),
             "x": b(&pt[1..33]), "y": b(&pt[33..65])}]})
         .to_string()
@@ -65,7 +65,7 @@ fn req(path: &str, headers: &[(&str, &str)]) -> RequestView {
 
 fn run(cfg: &Config, state: &mut WorkerState, store: &MemStore, now_s: u64, r: RequestView) -> Step {
     let mut ctx =
-        Ctx { cfg, state, store, native: &NoNative, signer: &crate::identity::NoSigner, now_ms: now_s * 1000 };
+        Ctx { cfg, state, store, native: &NoNative, signer: &crate::password::NoSigner, now_ms: now_s * 1000 };
     start(&mut ctx, r)
 }
 
@@ -227,7 +227,7 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
         state: &mut st,
         store: &store,
         native: &NoNative,
-        signer: &crate::identity::NoSigner,
+        signer: &crate::password::NoSigner,
         now_ms: NOW * 1000 + 50,
     };
     let d = decided(resume(&mut ctx, p, &reply));
@@ -259,7 +259,7 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
         state: &mut st,
         store: &store,
         native: &NoNative,
-        signer: &crate::identity::NoSigner,
+        signer: &crate::password::NoSigner,
         now_ms: (NOW + 11) * 1000,
     };
     let d = decided(resume(&mut ctx, p, &Reply::default()));

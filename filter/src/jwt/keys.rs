@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use crate::callout::{Callout, Reply, MAX_REPLY_BYTES};
 use crate::config::{Config, KeySource, RemoteJwks};
-use crate::jwks::{self, KeySet};
+use crate::crypto::jwks::{self, KeySet};
 use crate::store::{self, SharedStore};
 
 /// One provider's keys as this worker knows them.

@@ -529,7 +529,7 @@ fn public_jwks_shape() {
         assert_eq!((k["kty"].as_str(), k["kid"].as_str()), (Some(kty), Some("gw-1")));
         assert_eq!((k["alg"].as_str(), k["use"].as_str()), (Some(alg.name()), Some("sig")));
         assert!(k.get("d").is_none() && k.get("p").is_none(), "no private member");
-        let (set, warnings) = crate::jwks::parse(doc.to_string().as_bytes()).unwrap();
+        let (set, warnings) = crate::crypto::jwks::parse(doc.to_string().as_bytes()).unwrap();
         assert_eq!((set.keys.len(), warnings.len()), (1, 0), "{warnings:?}");
     }
 }

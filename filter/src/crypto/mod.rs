@@ -8,6 +8,8 @@
 //!
 //! The host side is a port: [`NativeVerifier`]. The core never calls the host directly.
 
+pub mod jwks;
+
 use jwt_simple::algorithms::{
     ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, MACLike, RSAPublicKeyLike,
 };
@@ -17,8 +19,8 @@ use jwt_simple::prelude::{
     PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey, UnixTimeStamp,
 };
 
-use crate::der::{self, Curve};
-use crate::jwks::{Alg, Jwk, KeyMaterial};
+use crate::crypto::jwks::{Alg, Jwk, KeyMaterial};
+use crate::wire::der::{self, Curve};
 
 /// What the host's native verifier said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

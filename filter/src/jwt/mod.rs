@@ -2,13 +2,15 @@
 //!
 //! Invariants:
 //! * The algorithm comes from the key: the token's `alg` only selects among what the key
-//!   allows (see [`crate::jwks::Jwk::allows`]); `none` and unknown algorithms are refused.
+//!   allows (see [`crate::crypto::jwks::Jwk::allows`]); `none` and unknown algorithms are refused.
 //! * `crit` is refused (no extension is understood, RFC 7515 §4.1.11); `jwk`, `jku`, `x5u`
 //!   and `x5c` are ignored: never trusted, never fetched.
 //! * Header and payload must be JSON objects without duplicate members (RFC 7515 §5.2 allows
 //!   refusing them; accepting them invites parser-differential attacks).
 //! * Time claims are checked before the (expensive) signature, so floods of expired or
 //!   far-future tokens cost no crypto; a token is never accepted before both pass.
+
+pub mod keys;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -17,11 +19,11 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::b64;
 use crate::config::{ClaimPath, Provider};
+use crate::crypto::jwks::{Alg, KeySet};
 use crate::crypto::{self, NativeVerifier, Path};
-use crate::jwks::{Alg, KeySet};
 use crate::reason::Reason;
+use crate::wire::b64;
 
 /// A token whose structure has been checked (signature not yet verified).
 #[derive(Debug)]

@@ -1,0 +1,540 @@
+//! Phase 2 per capability: JWT providers, API keys, introspection and the password grant.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::crypto::jwks;
+
+pub(crate) fn validate_provider(
+    path: &str,
+    name: String,
+    p: RawProvider,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Provider, ConfigError> {
+    if let Some(iss) = &p.issuer {
+        if iss.is_empty() {
+            return err(format!("{path}.issuer"), "must not be empty (omit it to accept any issuer)");
+        }
+    }
+    for (i, a) in p.audiences.iter().enumerate() {
+        if a.is_empty() {
+            return err(format!("{path}.audiences[{i}]"), "must not be empty");
+        }
+    }
+    let keys = match (p.local_jwks, p.remote_jwks, p.discovery) {
+        (Some(_), Some(_), _) => {
+            return err(path, "give exactly one of local_jwks or remote_jwks, not both");
+        }
+        (Some(l), None, None) => {
+            let lp = format!("{path}.local_jwks");
+            let text = secret(&lp, "inline_string", l.inline_string, l.inline_string_env, env)?;
+            let (set, warns) = jwks::parse(text.as_bytes()).map_err(|e| ConfigError {
+                path: format!("{lp}.inline_string"),
+                message: format!("not a usable JWKS: {e}"),
+            })?;
+            if set.is_empty() {
+                // The load fails, so `warnings` is never logged: the reasons go into the error.
+                let why = if warns.is_empty() { "the \"keys\" array is empty".to_string() } else { warns.join(" | ") };
+                return err(format!("{lp}.inline_string"), format!("no usable key in the set: {why}"));
+            }
+            for w in warns {
+                warnings.push(format!("{lp}: {w}"));
+            }
+            KeySource::Local(set)
+        }
+        (None, Some(r), None) => {
+            let rp = format!("{path}.remote_jwks");
+            KeySource::Remote(validate_remote(
+                &rp,
+                &r.http_uri,
+                r.cache_duration.as_deref(),
+                r.max_stale.as_deref(),
+                r.unknown_kid_refresh_interval.as_deref(),
+            )?)
+        }
+        (None, None, discovery) => {
+            let Some(iss) = &p.issuer else {
+                return err(path, "needs a key source: local_jwks, remote_jwks, or issuer (for OIDC discovery)");
+            };
+            let dp = format!("{path}.discovery");
+            let Some(d) = discovery else {
+                return err(
+                    dp,
+                    "OIDC discovery needs the Envoy cluster that reaches the issuer: set discovery.cluster",
+                );
+            };
+            let uri = format!("{}/.well-known/openid-configuration", iss.trim_end_matches('/'));
+            let http = RawHttpUri { uri, cluster: d.cluster, timeout: d.timeout };
+            KeySource::Discovery(validate_remote(&dp, &http, d.cache_duration.as_deref(), None, None).map_err(|e| {
+                if e.path.ends_with(".uri") {
+                    ConfigError {
+                        path: format!("{path}.issuer"),
+                        message: "must be an http(s) URL for OIDC discovery".into(),
+                    }
+                } else {
+                    e
+                }
+            })?)
+        }
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+            return err(format!("{path}.discovery"), "only used when neither local_jwks nor remote_jwks is given");
+        }
+    };
+
+    let mut sources = Vec::new();
+    match p.from_headers {
+        None => {
+            if p.from_params.is_empty() && p.from_cookies.is_empty() {
+                sources.push(Source::Header { name: "authorization".into(), prefix: "Bearer ".into() });
+            }
+        }
+        Some(hs) => {
+            for (i, h) in hs.into_iter().enumerate() {
+                let hp = format!("{path}.from_headers[{i}]");
+                let name = header_name(&format!("{hp}.name"), &h.name)?;
+                sources.push(Source::Header { name, prefix: h.value_prefix.unwrap_or_default() });
+            }
+        }
+    }
+    for (i, q) in p.from_params.into_iter().enumerate() {
+        if q.is_empty() || q.contains(['&', '=', '#', ' ']) {
+            return err(format!("{path}.from_params[{i}]"), "must be a non-empty query parameter name");
+        }
+        sources.push(Source::Param(q));
+    }
+    for (i, c) in p.from_cookies.into_iter().enumerate() {
+        if c.is_empty() || c.contains([';', '=', ' ', ',']) {
+            return err(format!("{path}.from_cookies[{i}]"), "must be a non-empty cookie name");
+        }
+        sources.push(Source::Cookie(c));
+    }
+    if sources.is_empty() {
+        return err(path, "no token source: give from_headers, from_params or from_cookies");
+    }
+
+    let forward_payload_header = match p.forward_payload_header {
+        None => None,
+        Some(h) => Some(header_name(&format!("{path}.forward_payload_header"), &h)?),
+    };
+    let mut claim_to_headers = Vec::new();
+    for (i, c) in p.claim_to_headers.into_iter().enumerate() {
+        let cp = format!("{path}.claim_to_headers[{i}]");
+        let h = header_name(&format!("{cp}.header_name"), &c.header_name)?;
+        let claim = claim_path(&format!("{cp}.claim_name"), &c.claim_name)?;
+        claim_to_headers.push((h, claim));
+    }
+    let claim_separator = p.claim_separator.unwrap_or_else(|| ",".into());
+    if claim_separator.is_empty() || claim_separator.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return err(format!("{path}.claim_separator"), "must be printable and not empty");
+    }
+    let clock_skew_s = p.clock_skew_seconds.unwrap_or(60);
+    if clock_skew_s > 3600 {
+        return err(format!("{path}.clock_skew_seconds"), "must be at most 3600");
+    }
+    let max_lifetime_s = match p.max_lifetime {
+        None => None,
+        Some(t) => {
+            let ms = dur(&format!("{path}.max_lifetime"), &t)?;
+            if ms < 1000 {
+                return err(format!("{path}.max_lifetime"), "must be at least 1s");
+            }
+            Some(ms / 1000)
+        }
+    };
+    let max_token_bytes = match p.max_token_bytes {
+        None => 32 * 1024,
+        Some(n) if (256..=1024 * 1024).contains(&n) => n as usize,
+        Some(_) => return err(format!("{path}.max_token_bytes"), "must be between 256 and 1048576"),
+    };
+    let client_id_claims = match p.client_id_claim {
+        Some(c) => vec![claim_path(&format!("{path}.client_id_claim"), &c)?],
+        None => vec![vec!["client_id".into()], vec!["azp".into()]],
+    };
+    let payload_in_metadata = match p.payload_in_metadata {
+        Some(m) if m.is_empty() => return err(format!("{path}.payload_in_metadata"), "must not be empty"),
+        other => other,
+    };
+    let hmac_secret = match (p.hmac_secret, p.hmac_secret_env) {
+        (None, None) => None,
+        (a, b) => {
+            let from_env = b.clone();
+            let s = secret(path, "hmac_secret", a, b, env)?;
+            if s.len() < 32 {
+                return match from_env {
+                    Some(var) => err(
+                        format!("{path}.hmac_secret_env"),
+                        format!(
+                            "the value of VM environment variable {var:?} must be at least 32 bytes (RFC 7518 §3.2)"
+                        ),
+                    ),
+                    None => err(format!("{path}.hmac_secret"), "must be at least 32 bytes (RFC 7518 §3.2)"),
+                };
+            }
+            Some(s.into_bytes())
+        }
+    };
+    Ok(Provider {
+        name,
+        issuer: p.issuer,
+        audiences: p.audiences,
+        keys,
+        sources,
+        forward: p.forward,
+        forward_payload_header,
+        claim_to_headers,
+        claim_separator,
+        clock_skew_s,
+        max_lifetime_s,
+        require_expiration: p.require_expiration.unwrap_or(true),
+        max_token_bytes,
+        client_id_claims,
+        payload_in_metadata,
+        hmac_secret,
+    })
+}
+
+pub(crate) fn validate_remote(
+    path: &str,
+    http: &RawHttpUri,
+    cache: Option<&str>,
+    max_stale: Option<&str>,
+    kid_interval: Option<&str>,
+) -> Result<RemoteJwks, ConfigError> {
+    let hp = format!("{path}.http_uri");
+    let (authority, upath) = split_url(&http.uri).ok_or_else(|| ConfigError {
+        path: format!("{hp}.uri"),
+        message: format!("must be an absolute http(s) URL, got {:?}", http.uri),
+    })?;
+    if http.cluster.is_empty() {
+        return err(
+            format!("{hp}.cluster"),
+            "must name the Envoy cluster that reaches the URL's host (Istio: outbound|443||<host>)",
+        );
+    }
+    let timeout_ms = positive_dur(&format!("{hp}.timeout"), http.timeout.as_deref(), 1000)?;
+    let cache_duration_ms = positive_dur(&format!("{path}.cache_duration"), cache, 300_000)?;
+    if cache_duration_ms < 1000 {
+        return err(format!("{path}.cache_duration"), "must be at least 1s");
+    }
+    let max_stale_ms = match max_stale {
+        None => 24 * 3600 * 1000,
+        Some(t) => dur(&format!("{path}.max_stale"), t)?,
+    };
+    let unknown_kid_refresh_interval_ms = match kid_interval {
+        None => 30_000,
+        Some(t) => dur(&format!("{path}.unknown_kid_refresh_interval"), t)?,
+    };
+    Ok(RemoteJwks {
+        uri: http.uri.clone(),
+        cluster: http.cluster.clone(),
+        authority,
+        path: upath,
+        timeout_ms,
+        cache_duration_ms,
+        max_stale_ms,
+        unknown_kid_refresh_interval_ms,
+    })
+}
+
+pub(crate) fn validate_api_keys(a: RawApiKeys, plans: &BTreeMap<String, Plan>) -> Result<ApiKeys, ConfigError> {
+    let mut sources = Vec::new();
+    for (i, h) in a.from_headers.iter().enumerate() {
+        let name = header_name(&format!("api_keys.from_headers[{i}]"), h)?;
+        sources.push(Source::Header { name, prefix: String::new() });
+    }
+    for (i, q) in a.from_params.iter().enumerate() {
+        if q.is_empty() || q.contains(['&', '=', '#', ' ']) {
+            return err(format!("api_keys.from_params[{i}]"), "must be a non-empty query parameter name");
+        }
+        sources.push(Source::Param(q.clone()));
+    }
+    if sources.is_empty() {
+        return err("api_keys", "give from_headers or from_params (where clients send their key)");
+    }
+    let mut clients = Vec::new();
+    let mut keys = hashbrown::HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    for (i, c) in a.clients.into_iter().enumerate() {
+        let cp = format!("api_keys.clients[{i}]");
+        if c.client_id.is_empty() || c.client_id.len() > 128 || c.client_id.bytes().any(|b| !(0x21..0x7f).contains(&b))
+        {
+            return err(format!("{cp}.client_id"), "must be 1-128 printable ASCII characters without spaces");
+        }
+        if !ids.insert(c.client_id.clone()) {
+            return err(format!("{cp}.client_id"), format!("duplicate client id {:?}", c.client_id));
+        }
+        if c.keys_sha256.is_empty() {
+            return err(format!("{cp}.keys_sha256"), "must hold at least one key hash");
+        }
+        for (j, h) in c.keys_sha256.iter().enumerate() {
+            let kp = format!("{cp}.keys_sha256[{j}]");
+            let digest = parse_sha256_hex(h).ok_or_else(|| ConfigError {
+                path: kp.clone(),
+                message: "must be 64 hex characters (the SHA-256 of the key; see `make hash-key`)".into(),
+            })?;
+            if keys.insert(digest, clients.len()).is_some() {
+                return err(kp, "this key hash is already configured (each key belongs to one client)");
+            }
+        }
+        if let Some(p) = &c.plan {
+            if !plans.contains_key(p) {
+                return err(format!("{cp}.plan"), unknown_plan(p, plans));
+            }
+        }
+        for (j, s) in c.scopes.iter().enumerate() {
+            check_scope(&format!("{cp}.scopes[{j}]"), s)?;
+        }
+        clients.push(ApiClient { client_id: c.client_id, plan: c.plan, scopes: c.scopes, disabled: c.disabled });
+    }
+    Ok(ApiKeys { sources, hide_credentials: a.hide_credentials, clients, keys })
+}
+
+pub(crate) fn validate_endpoint(path: &str, e: &RawEndpoint) -> Result<u64, ConfigError> {
+    if e.cluster.is_empty() {
+        return err(format!("{path}.cluster"), "must name an Envoy cluster (Istio: outbound|<port>||<host>)");
+    }
+    if e.authority.is_empty() {
+        return err(format!("{path}.authority"), "must not be empty");
+    }
+    check_path(&format!("{path}.path"), &e.path)?;
+    positive_dur(&format!("{path}.timeout"), e.timeout.as_deref(), 1000)
+}
+
+pub(crate) fn validate_introspection(
+    i: &RawIntrospection,
+    providers: &[Provider],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Introspection, ConfigError> {
+    use crate::introspection as intro;
+    let timeout_ms = validate_endpoint("introspection.endpoint", &i.endpoint)?;
+    if i.client_id.is_empty() {
+        return err("introspection.client_id", "must not be empty");
+    }
+    let secret = secret("introspection", "client_secret", i.client_secret.clone(), i.client_secret_env.clone(), env)?;
+    let mut sources = Vec::new();
+    match &i.from_headers {
+        None => sources.push(Source::Header { name: "authorization".into(), prefix: "Bearer ".into() }),
+        Some(hs) => {
+            if hs.is_empty() {
+                return err("introspection.from_headers", "must not be empty (omit it for Authorization: Bearer)");
+            }
+            for (j, h) in hs.iter().enumerate() {
+                let name = header_name(&format!("introspection.from_headers[{j}].name"), &h.name)?;
+                sources.push(Source::Header { name, prefix: h.value_prefix.clone().unwrap_or_default() });
+            }
+        }
+    }
+    let upstream_header = match &i.upstream_header {
+        None => None,
+        Some(h) => Some((
+            header_name("introspection.upstream_header.name", &h.name)?,
+            h.value_prefix.clone().unwrap_or_default(),
+        )),
+    };
+    let mut claim_to_headers = Vec::new();
+    for (j, c) in i.claim_to_headers.iter().enumerate() {
+        let cp = format!("introspection.claim_to_headers[{j}]");
+        let h = header_name(&format!("{cp}.header_name"), &c.header_name)?;
+        if h.starts_with(OWNED_PREFIX) {
+            return err(
+                format!("{cp}.header_name"),
+                format!("header names starting with {OWNED_PREFIX:?} are reserved for Portcullis"),
+            );
+        }
+        claim_to_headers.push((h, claim_path(&format!("{cp}.claim_name"), &c.claim_name)?));
+    }
+    let claims_header = match &i.claims_header {
+        None => "x-portcullis-token-claims".to_string(),
+        Some(h) => header_name("introspection.claims_header", h)?,
+    };
+    let verify_with = match &i.verify_with {
+        None => None,
+        Some(name) => match providers.iter().position(|p| &p.name == name) {
+            Some(ix) => Some(ix),
+            None => return err("introspection.verify_with", format!("unknown provider {name:?}")),
+        },
+    };
+    let endpoint = intro::Endpoint {
+        cluster: i.endpoint.cluster.clone(),
+        authority: i.endpoint.authority.clone(),
+        path: i.endpoint.path.clone(),
+        timeout_ms,
+    };
+    let mut settings = intro::Settings::new(endpoint, i.client_id.clone(), secret);
+    settings.accept_jwt = i.accept_jwt;
+    if let Some(d) = &i.cache_duration {
+        settings.cache_duration_ms = dur("introspection.cache_duration", d)?;
+    }
+    if let Some(d) = &i.negative_cache_duration {
+        settings.negative_cache_duration_ms = dur("introspection.negative_cache_duration", d)?;
+    }
+    if let Some(p) = &i.opaque_prefix {
+        if p.is_empty() {
+            return err("introspection.opaque_prefix", "must not be empty");
+        }
+        settings.opaque_prefix = Some(p.clone());
+    }
+    if let Some(n) = i.cache_slots {
+        if n > 1_048_576 {
+            return err("introspection.cache_slots", "must be at most 1048576 (0 disables the cache)");
+        }
+        settings.cache_slots = n;
+    }
+    if let Some(n) = i.max_token_bytes {
+        if !(16..=65_536).contains(&n) {
+            return err("introspection.max_token_bytes", "must be between 16 and 65536");
+        }
+        settings.max_token_bytes = n as usize;
+    }
+    Ok(Introspection { settings, sources, upstream_header, claims_header, claim_to_headers, verify_with })
+}
+
+pub(crate) fn validate_password_grant(
+    pg: &RawPasswordGrant,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PasswordGrant, ConfigError> {
+    use crate::password;
+    check_path("password_grant.token_path", &pg.token_path)?;
+    if pg.identities.is_empty() {
+        return err("password_grant.identities", "must list at least one identity backend");
+    }
+    let mut backends = Vec::new();
+    for (i, id) in pg.identities.iter().enumerate() {
+        let p = format!("password_grant.identities[{i}]");
+        check_name(&format!("{p}.name"), &id.name)?;
+        if pg.identities[..i].iter().any(|o| o.name == id.name) {
+            return err(format!("{p}.name"), format!("duplicate identity backend name {:?}", id.name));
+        }
+        let timeout_ms = validate_endpoint(
+            &p,
+            &RawEndpoint {
+                cluster: id.cluster.clone(),
+                authority: id.authority.clone(),
+                path: id.path.clone(),
+                timeout: id.timeout.clone(),
+            },
+        )?;
+        let Some(registered_at) = parse_rfc3339(&id.registered_at) else {
+            return err(
+                format!("{p}.registered_at"),
+                format!("must be an RFC 3339 UTC time like \"2026-03-01T00:00:00Z\", got {:?}", id.registered_at),
+            );
+        };
+        backends.push(password::Backend {
+            name: id.name.clone(),
+            cluster: id.cluster.clone(),
+            authority: id.authority.clone(),
+            path: id.path.clone(),
+            timeout_ms,
+            registered_at,
+        });
+    }
+    let mode = match pg.mode.as_str() {
+        "forward" => {
+            let (mut ih, mut xh) = ("x-portcullis-identity".to_string(), "x-portcullis-extra-info".to_string());
+            let Some(f) = &pg.forward else {
+                return err(
+                    "password_grant.forward",
+                    "is required when mode is \"forward\": give forward.token_endpoint (the token server)",
+                );
+            };
+            if let Some(h) = &f.identity_header {
+                ih = header_name("password_grant.forward.identity_header", h)?;
+            }
+            if let Some(h) = &f.extra_info_header {
+                xh = header_name("password_grant.forward.extra_info_header", h)?;
+            }
+            let Some(te) = &f.token_endpoint else {
+                return err(
+                    "password_grant.forward.token_endpoint",
+                    "is required: Portcullis relays accepted token requests to it (cluster, authority, path)",
+                );
+            };
+            let timeout_ms = validate_endpoint("password_grant.forward.token_endpoint", te)?;
+            let endpoint = password::Backend {
+                name: "token-server".into(),
+                cluster: te.cluster.clone(),
+                authority: te.authority.clone(),
+                path: te.path.clone(),
+                timeout_ms,
+                registered_at: 0,
+            };
+            GrantMode::Forward { identity_header: ih, extra_info_header: xh, endpoint }
+        }
+        "issue" => {
+            let Some(is) = &pg.issue else {
+                return err("password_grant.issue", "is required when mode is \"issue\"");
+            };
+            if is.issuer.is_empty() {
+                return err("password_grant.issue.issuer", "must not be empty");
+            }
+            let Some(alg) = password::SigningAlg::parse(&is.algorithm) else {
+                return err(
+                    "password_grant.issue.algorithm",
+                    format!("must be \"ES256\", \"RS256\" or \"EdDSA\", got {:?}", is.algorithm),
+                );
+            };
+            let pem = secret(
+                "password_grant.issue",
+                "signing_key_pem",
+                is.signing_key_pem.clone(),
+                is.signing_key_pem_env.clone(),
+                env,
+            )?;
+            if is.kid.is_empty() {
+                return err("password_grant.issue.kid", "must not be empty");
+            }
+            for (j, a) in is.audiences.iter().enumerate() {
+                if a.is_empty() {
+                    return err(format!("password_grant.issue.audiences[{j}]"), "must not be empty");
+                }
+            }
+            let lifetime_s = match &is.lifetime {
+                None => 900,
+                Some(l) => {
+                    let ms = dur("password_grant.issue.lifetime", l)?;
+                    if !(1000..=86_400_000).contains(&ms) {
+                        return err("password_grant.issue.lifetime", "must be between 1s and 86400s");
+                    }
+                    ms / 1000
+                }
+            };
+            let jwks_path = match &is.jwks_path {
+                None => "/.well-known/portcullis/jwks.json".to_string(),
+                Some(j) => {
+                    check_path("password_grant.issue.jwks_path", j)?;
+                    j.clone()
+                }
+            };
+            let key_field = if is.signing_key_pem_env.is_some() { "signing_key_pem_env" } else { "signing_key_pem" };
+            let issuer = password::Issuer::from_pem(&is.issuer, &is.audiences, lifetime_s, alg, &is.kid, &pem)
+                .map_err(|e| ConfigError { path: format!("password_grant.issue.{key_field}"), message: e })?;
+            GrantMode::Issue { issuer: std::rc::Rc::new(issuer), jwks_path }
+        }
+        other => return err("password_grant.mode", format!("must be \"forward\" or \"issue\", got {other:?}")),
+    };
+    let lockout = match &pg.lockout {
+        None => None,
+        Some(l) => {
+            if l.max_failures == 0 || l.max_failures > 1000 {
+                return err("password_grant.lockout.max_failures", "must be between 1 and 1000");
+            }
+            let window_ms = positive_dur("password_grant.lockout.window", Some(&l.window), 0)?;
+            let block_ms = positive_dur("password_grant.lockout.block", Some(&l.block), 0)?;
+            Some(crate::password::lockout::Policy { max_failures: l.max_failures, window_ms, block_ms })
+        }
+    };
+    let max_body_bytes = match pg.max_body_bytes {
+        None => password::DEFAULT_MAX_BODY,
+        Some(n) if (256..=1_048_576).contains(&n) => n as usize,
+        Some(_) => return err("password_grant.max_body_bytes", "must be between 256 and 1048576"),
+    };
+    Ok(PasswordGrant {
+        token_path: pg.token_path.clone(),
+        backends: password::order(&backends),
+        mode,
+        lockout,
+        max_body_bytes,
+    })
+}

@@ -1,0 +1,289 @@
+//! Phase 1: the JSON shape. Every raw serde type of the configuration, `deny_unknown_fields`;
+//! [`super::validate`] turns them into the validated types of [`super::types`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1: the JSON shape.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) mode: Option<String>,
+    pub(crate) realm: Option<String>,
+    #[serde(default)]
+    pub(crate) providers: BTreeMap<String, RawProvider>,
+    pub(crate) api_keys: Option<RawApiKeys>,
+    pub(crate) introspection: Option<RawIntrospection>,
+    pub(crate) password_grant: Option<RawPasswordGrant>,
+    pub(crate) rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    pub(crate) routes: Vec<RawRoute>,
+    pub(crate) requires: Option<RawRequires>,
+    pub(crate) events: Option<RawEvents>,
+    pub(crate) on_dependency_down: Option<String>,
+    pub(crate) crypto: Option<String>,
+    pub(crate) verified_token_cache_size: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProvider {
+    pub(crate) issuer: Option<String>,
+    #[serde(default)]
+    pub(crate) audiences: Vec<String>,
+    pub(crate) remote_jwks: Option<RawRemoteJwks>,
+    pub(crate) local_jwks: Option<RawLocalJwks>,
+    pub(crate) discovery: Option<RawDiscovery>,
+    pub(crate) from_headers: Option<Vec<RawHeaderSource>>,
+    #[serde(default)]
+    pub(crate) from_params: Vec<String>,
+    #[serde(default)]
+    pub(crate) from_cookies: Vec<String>,
+    #[serde(default)]
+    pub(crate) forward: bool,
+    pub(crate) forward_payload_header: Option<String>,
+    #[serde(default)]
+    pub(crate) claim_to_headers: Vec<RawClaimToHeader>,
+    pub(crate) claim_separator: Option<String>,
+    pub(crate) clock_skew_seconds: Option<u64>,
+    pub(crate) max_lifetime: Option<String>,
+    pub(crate) require_expiration: Option<bool>,
+    pub(crate) max_token_bytes: Option<u64>,
+    pub(crate) client_id_claim: Option<String>,
+    pub(crate) payload_in_metadata: Option<String>,
+    pub(crate) hmac_secret: Option<String>,
+    pub(crate) hmac_secret_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttpUri {
+    pub(crate) uri: String,
+    pub(crate) cluster: String,
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoteJwks {
+    pub(crate) http_uri: RawHttpUri,
+    pub(crate) cache_duration: Option<String>,
+    pub(crate) max_stale: Option<String>,
+    pub(crate) unknown_kid_refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocalJwks {
+    pub(crate) inline_string: Option<String>,
+    pub(crate) inline_string_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    pub(crate) cluster: String,
+    pub(crate) timeout: Option<String>,
+    pub(crate) cache_duration: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderSource {
+    pub(crate) name: String,
+    pub(crate) value_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClaimToHeader {
+    pub(crate) header_name: String,
+    pub(crate) claim_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiKeys {
+    #[serde(default)]
+    pub(crate) from_headers: Vec<String>,
+    #[serde(default)]
+    pub(crate) from_params: Vec<String>,
+    #[serde(default)]
+    pub(crate) hide_credentials: bool,
+    #[serde(default)]
+    pub(crate) clients: Vec<RawApiClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiClient {
+    pub(crate) client_id: String,
+    pub(crate) keys_sha256: Vec<String>,
+    pub(crate) plan: Option<String>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    #[serde(default)]
+    pub(crate) disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoint {
+    pub(crate) cluster: String,
+    pub(crate) authority: String,
+    pub(crate) path: String,
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIntrospection {
+    pub(crate) endpoint: RawEndpoint,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret_env: Option<String>,
+    #[serde(default)]
+    pub(crate) accept_jwt: bool,
+    pub(crate) from_headers: Option<Vec<RawHeaderSource>>,
+    pub(crate) upstream_header: Option<RawHeaderSource>,
+    #[serde(default)]
+    pub(crate) claim_to_headers: Vec<RawClaimToHeader>,
+    pub(crate) cache_duration: Option<String>,
+    pub(crate) negative_cache_duration: Option<String>,
+    pub(crate) claims_header: Option<String>,
+    pub(crate) verify_with: Option<String>,
+    pub(crate) opaque_prefix: Option<String>,
+    pub(crate) cache_slots: Option<u64>,
+    pub(crate) max_token_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPasswordGrant {
+    pub(crate) token_path: String,
+    pub(crate) identities: Vec<RawIdentity>,
+    pub(crate) mode: String,
+    pub(crate) issue: Option<RawIssue>,
+    pub(crate) forward: Option<RawForwardHeaders>,
+    pub(crate) lockout: Option<RawLockout>,
+    pub(crate) max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdentity {
+    pub(crate) name: String,
+    pub(crate) cluster: String,
+    pub(crate) authority: String,
+    pub(crate) path: String,
+    pub(crate) timeout: Option<String>,
+    pub(crate) registered_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIssue {
+    pub(crate) issuer: String,
+    #[serde(default)]
+    pub(crate) audiences: Vec<String>,
+    pub(crate) lifetime: Option<String>,
+    pub(crate) algorithm: String,
+    pub(crate) signing_key_pem: Option<String>,
+    pub(crate) signing_key_pem_env: Option<String>,
+    pub(crate) kid: String,
+    pub(crate) jwks_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawForwardHeaders {
+    pub(crate) identity_header: Option<String>,
+    pub(crate) extra_info_header: Option<String>,
+    pub(crate) token_endpoint: Option<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLockout {
+    pub(crate) max_failures: u64,
+    pub(crate) window: String,
+    pub(crate) block: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    #[serde(default)]
+    pub(crate) plans: BTreeMap<String, RawPlan>,
+    pub(crate) default_plan: Option<String>,
+    pub(crate) max_clients: Option<u64>,
+    #[serde(default)]
+    pub(crate) headers: bool,
+    pub(crate) plan_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlan {
+    pub(crate) requests: u64,
+    pub(crate) per: String,
+    pub(crate) burst: Option<u64>,
+    pub(crate) global: Option<RawGlobal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGlobal {
+    pub(crate) cluster: String,
+    pub(crate) domain: String,
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    #[serde(rename = "match")]
+    pub(crate) matcher: RawMatch,
+    pub(crate) requires: Option<RawRequires>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) plan: Option<String>,
+    pub(crate) cost: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMatch {
+    pub(crate) prefix: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawRequires {
+    Word(String),
+    List(RawRequiresList),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequiresList {
+    pub(crate) any: Option<Vec<String>>,
+    pub(crate) all: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEvents {
+    #[serde(default)]
+    pub(crate) webhooks: Vec<RawEndpoint>,
+    pub(crate) batch_size: Option<u64>,
+    pub(crate) batch_interval: Option<String>,
+    #[serde(default)]
+    pub(crate) rules: Vec<serde_json::Value>,
+}

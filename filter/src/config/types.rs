@@ -1,0 +1,254 @@
+//! Phase 2: the validated configuration the rest of the filter uses.
+
+use std::collections::BTreeMap;
+
+use crate::crypto::jwks::KeySet;
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: validated types.
+// ---------------------------------------------------------------------------------------------
+
+/// `enforce` rejects; `shadow` evaluates, counts and reports but always lets the request pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
+/// What to do when a dependency (key set, introspection endpoint) is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyDown {
+    /// Refuse with 503 and `Retry-After` (default).
+    FailClosed,
+    /// Treat the credential that could not be checked as absent: the request continues only
+    /// if the route is satisfied without it. Never applies to invalid credentials.
+    Anonymous,
+}
+
+/// Which signature implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptoMode {
+    /// The host's `verify_signature` where it exists (RS*, ES*), pure Rust otherwise.
+    Auto,
+    /// Always pure Rust (for hosts without the foreign function, and for comparison).
+    Pure,
+}
+
+/// Where a credential is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A request header (lowercase name) with an optional value prefix such as `Bearer `.
+    Header { name: String, prefix: String },
+    /// A query parameter.
+    Param(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// A claim path: `realm_access.roles` → `["realm_access", "roles"]`.
+pub type ClaimPath = Vec<String>;
+
+/// How a provider obtains its keys.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Keys given in the configuration.
+    Local(KeySet),
+    /// Keys fetched from a JWKS endpoint through an Envoy cluster.
+    Remote(RemoteJwks),
+    /// `issuer` + `/.well-known/openid-configuration` gives the `jwks_uri`.
+    Discovery(RemoteJwks),
+}
+
+/// A remote key set (directly, or found through discovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// The URL to fetch (`jwks_uri`, or the discovery document for [`KeySource::Discovery`]).
+    pub uri: String,
+    /// Envoy cluster that reaches the URL's host.
+    pub cluster: String,
+    /// `:authority` for the callout (the URL's host).
+    pub authority: String,
+    /// `:path` for the callout (path and query of the URL).
+    pub path: String,
+    pub timeout_ms: u64,
+    pub cache_duration_ms: u64,
+    pub max_stale_ms: u64,
+    pub unknown_kid_refresh_interval_ms: u64,
+}
+
+/// A validated JWT provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub keys: KeySource,
+    pub sources: Vec<Source>,
+    pub forward: bool,
+    pub forward_payload_header: Option<String>,
+    pub claim_to_headers: Vec<(String, ClaimPath)>,
+    pub claim_separator: String,
+    pub clock_skew_s: u64,
+    pub max_lifetime_s: Option<u64>,
+    pub require_expiration: bool,
+    pub max_token_bytes: usize,
+    pub client_id_claims: Vec<ClaimPath>,
+    pub payload_in_metadata: Option<String>,
+    pub hmac_secret: Option<Vec<u8>>,
+}
+
+/// A validated API-key client.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub client_id: String,
+    pub plan: Option<String>,
+    pub scopes: Vec<String>,
+    pub disabled: bool,
+}
+
+/// Validated API-key settings. `keys` maps SHA-256 digests to an index into `clients`.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    pub sources: Vec<Source>,
+    pub hide_credentials: bool,
+    pub clients: Vec<ApiClient>,
+    pub keys: hashbrown::HashMap<[u8; 32], usize>,
+}
+
+/// A credential method a route can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The JWT provider at this index of [`Config::providers`].
+    Provider(usize),
+    ApiKey,
+    /// Opaque tokens exchanged through RFC 7662 introspection.
+    Introspection,
+}
+
+/// Validated introspection (phantom-token) settings.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub settings: crate::introspection::Settings,
+    /// Where opaque tokens are read.
+    pub sources: Vec<Source>,
+    /// Header (and value prefix) that carries the by-value JWT upstream.
+    pub upstream_header: Option<(String, String)>,
+    /// Header that carries the introspected claims (base64url JSON) when there is no JWT.
+    pub claims_header: String,
+    pub claim_to_headers: Vec<(String, ClaimPath)>,
+    /// Provider (index) that must verify a returned JWT.
+    pub verify_with: Option<usize>,
+}
+
+/// What the password grant does with an accepted login.
+#[derive(Debug, Clone)]
+pub enum GrantMode {
+    /// Pass the token request on to the token server (`endpoint`: cluster, authority, path,
+    /// timeout) with identity headers, and relay its answer.
+    Forward { identity_header: String, extra_info_header: String, endpoint: crate::password::Backend },
+    /// Answer it: Portcullis issues and signs the token.
+    Issue { issuer: std::rc::Rc<crate::password::Issuer>, jwks_path: String },
+}
+
+/// Validated password-grant settings.
+#[derive(Debug, Clone)]
+pub struct PasswordGrant {
+    pub token_path: String,
+    /// Identity backends, newest `registered_at` first.
+    pub backends: Vec<crate::password::Backend>,
+    pub mode: GrantMode,
+    pub lockout: Option<crate::password::lockout::Policy>,
+    pub max_body_bytes: usize,
+}
+
+/// What a route requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requires {
+    /// Nothing: anonymous access.
+    None,
+    /// Any one of these methods.
+    Any(Vec<Method>),
+    /// All of these methods.
+    All(Vec<Method>),
+}
+
+/// How a route matches the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub path: PathMatch,
+    pub methods: Option<Vec<String>>,
+    pub requires: Requires,
+    pub scopes: Vec<String>,
+    pub plan: Option<String>,
+    pub cost: u64,
+}
+
+/// A rate-limit plan: `requests` per `per_ms`, bursting to `burst`; enforced by the local
+/// shared table, or by a rate limit service when `global` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub requests: u64,
+    pub per_ms: u64,
+    pub burst: u64,
+    pub global: Option<GlobalLimit>,
+}
+
+/// A plan enforced by Envoy's rate limit service protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalLimit {
+    /// Envoy cluster (HTTP/2) of the rate limit service.
+    pub cluster: String,
+    pub domain: String,
+    pub timeout_ms: u64,
+}
+
+/// Rate-limit settings beyond the plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Slots in the shared bucket table (the memory bound).
+    pub max_clients: u64,
+    /// Send `RateLimit-Policy` / `RateLimit` headers.
+    pub headers: bool,
+    /// A JWT claim naming the caller's plan.
+    pub plan_claim: Option<ClaimPath>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub realm: String,
+    pub providers: Vec<Provider>,
+    pub api_keys: Option<ApiKeys>,
+    pub plans: BTreeMap<String, Plan>,
+    pub default_plan: Option<String>,
+    /// Set when `rate_limit` is configured.
+    pub rate_limit: Option<RateLimitSettings>,
+    pub introspection: Option<Introspection>,
+    pub password_grant: Option<PasswordGrant>,
+    pub routes: Vec<Route>,
+    pub default_requires: Requires,
+    pub on_dependency_down: DependencyDown,
+    pub crypto: CryptoMode,
+    pub verified_token_cache_size: usize,
+    /// Every request header Portcullis may set; inbound copies are always removed.
+    pub owned_headers: Vec<String>,
+    /// Warnings found while loading (skipped JWKs and similar); logged by the host.
+    pub warnings: Vec<String>,
+}
+
+/// Header carrying the authenticated client id upstream.
+pub const CLIENT_HEADER: &str = "x-portcullis-client";
+/// Header carrying which credential method authenticated the request.
+pub const METHOD_HEADER: &str = "x-portcullis-auth";
+/// Header carrying the shadow-mode decision.
+pub const DECISION_HEADER: &str = "x-portcullis-decision";
+/// Prefix of every header Portcullis owns; inbound headers with it are always removed.
+pub const OWNED_PREFIX: &str = "x-portcullis-";

@@ -1,0 +1,441 @@
+//! Authenticate → authorize → admit (rate limit) → mutate: one request's evaluation on a route,
+//! as plain functions over the canonical request view.
+
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+use super::mutations::{base_mutations, strip_credential};
+use super::*;
+
+pub(super) type Evaluated = Result<Allowed, Rejection>;
+
+pub(super) struct Allowed {
+    pub(super) mutations: Mutations,
+    pub(super) client: Option<String>,
+}
+
+/// Evaluates the request. `Err(provider)` asks for an early key refresh (only when
+/// `may_refresh`).
+pub(super) fn evaluate(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    progress: &Progress,
+    counters: &mut Vec<Counter>,
+) -> Result<Evaluated, Need> {
+    let cfg = ctx.cfg;
+    let matched = policy::route(cfg, &req.method, req.path_only());
+    let requires = matched.requires();
+    let (methods, all): (&[Method], bool) = match requires {
+        Requires::None => (&[], false),
+        Requires::Any(m) => (m, false),
+        Requires::All(m) => (m, true),
+    };
+    let challenges = Challenges {
+        bearer: methods.iter().any(|m| matches!(m, Method::Provider(_) | Method::Introspection)),
+        api_key: methods.contains(&Method::ApiKey),
+    };
+    let reject = |reason: Reason| Rejection::new(reason, challenges);
+
+    let mut identities: Vec<Identity> = Vec::new();
+    let mut retry_after: Option<u64> = None;
+    let mut failure: Option<Reason> = None;
+    let mut missing = false;
+    for m in methods {
+        let result = match m {
+            Method::ApiKey => check_api_key(cfg, req),
+            Method::Provider(i) => check_provider(ctx, req, *i, counters),
+            Method::Introspection => check_introspection(ctx, req, progress, counters),
+        };
+        match result {
+            MethodResult::Ok(id) => identities.push(id),
+            MethodResult::Absent => missing = true,
+            MethodResult::Failed(r) | MethodResult::FailedRetry(r, _) => {
+                if r.status() == 503 && cfg.on_dependency_down == DependencyDown::Anonymous {
+                    missing = true;
+                } else if failure.is_none_or(|f| r.severity() > f.severity()) {
+                    failure = Some(r);
+                    if let MethodResult::FailedRetry(_, ra) = result {
+                        retry_after = ra;
+                    }
+                }
+            }
+            MethodResult::Need(n) => return Err(n),
+            MethodResult::NeedRefresh(p) => {
+                if progress.may_refresh {
+                    return Err(Need::Refresh(p));
+                }
+                if failure.is_none_or(|f| Reason::TokenUnknownKey.severity() > f.severity()) {
+                    failure = Some(Reason::TokenUnknownKey);
+                }
+            }
+        }
+    }
+    if let Some(r) = failure {
+        let mut rej = reject(r);
+        if r.status() == 503 {
+            rej.retry_after = Some(retry_after.unwrap_or(response::DEFAULT_RETRY_AFTER));
+        }
+        return Ok(Err(rej));
+    }
+    if !methods.is_empty() && (identities.is_empty() || (all && missing)) {
+        return Ok(Err(reject(Reason::MissingCredentials)));
+    }
+
+    let held: Vec<String> = identities.iter().flat_map(|i| i.scopes.iter().cloned()).collect();
+    let lacking = policy::missing_scopes(matched.scopes(), &held);
+    if !lacking.is_empty() {
+        let mut rej = reject(Reason::InsufficientScope);
+        rej.scopes = matched.scopes().to_vec();
+        return Ok(Err(rej));
+    }
+
+    let client = identities.iter().find_map(|i| i.client_id.clone());
+    let mut response_headers = Vec::new();
+    if let Some(rl) = &cfg.rate_limit {
+        let route_plan = match matched {
+            policy::Matched::Route(_, r) => r.plan.as_deref(),
+            policy::Matched::Default(_) => None,
+        };
+        let client_plan = identities.iter().find_map(|i| match i.method {
+            Method::ApiKey => cfg
+                .api_keys
+                .as_ref()
+                .and_then(|a| a.clients.iter().find(|c| Some(&c.client_id) == i.client_id.as_ref()))
+                .and_then(|c| c.plan.as_deref()),
+            Method::Provider(_) | Method::Introspection => None,
+        });
+        let claim_plan = rl.plan_claim.as_ref().and_then(|path| {
+            identities
+                .iter()
+                .find_map(|i| i.verified.as_ref().and_then(|v| jwt::claim(&v.claims, path)).and_then(|c| c.as_str()))
+        });
+        if let Some((plan_name, plan)) = ratelimit::plan_for(cfg, route_plan, client_plan, claim_plan) {
+            let who = match &client {
+                Some(c) => format!("client:{c}"),
+                None => format!("addr:{}", req.source.as_deref().map(ratelimit::client_ip).unwrap_or("unknown")),
+            };
+            let cost = match matched {
+                policy::Matched::Route(_, r) => r.cost,
+                policy::Matched::Default(_) => 1,
+            };
+            if let Some(g) = &plan.global {
+                use ratelimit::global::Verdict;
+                match progress.global {
+                    None => {
+                        let message = ratelimit::global::request(&g.domain, plan_name, &who, cost);
+                        return Err(Need::Global(GlobalCall {
+                            cluster: g.cluster.clone(),
+                            message,
+                            timeout_ms: g.timeout_ms,
+                        }));
+                    }
+                    Some(Verdict::Ok) => {}
+                    Some(Verdict::OverLimit { reset_s }) => {
+                        let mut rej = Rejection::new(Reason::RateLimited, challenges);
+                        rej.retry_after = Some(reset_s.unwrap_or(1).max(1));
+                        return Ok(Err(rej));
+                    }
+                    Some(Verdict::Failed) => {
+                        if cfg.on_dependency_down == DependencyDown::FailClosed {
+                            let mut rej = Rejection::new(Reason::RateLimitUnavailable, challenges);
+                            rej.retry_after = Some(response::DEFAULT_RETRY_AFTER);
+                            return Ok(Err(rej));
+                        }
+                    }
+                }
+            } else {
+                match ratelimit::check(ctx.store, rl.max_clients, rl.headers, &who, plan_name, plan, cost, ctx.now_ms) {
+                    ratelimit::Checked::Allowed(h) => response_headers = h,
+                    ratelimit::Checked::Limited { retry_after, headers, why } => {
+                        match why {
+                            ratelimit::Why::TableFull => counters.push(Counter::RateLimitTableFull),
+                            ratelimit::Why::Contended => counters.push(Counter::RateLimitContended),
+                            ratelimit::Why::Exhausted => {}
+                        }
+                        let mut rej = Rejection::new(Reason::RateLimited, challenges);
+                        rej.retry_after = Some(retry_after);
+                        rej.extra_headers = headers;
+                        return Ok(Err(rej));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut mutations = base_mutations(cfg, req);
+    mutations.response_headers = response_headers;
+    let mut path = req.path.clone();
+    let mut method_names = Vec::new();
+    for id in &identities {
+        match id.method {
+            Method::ApiKey => {
+                method_names.push("api_key".to_string());
+                if cfg.api_keys.as_ref().is_some_and(|a| a.hide_credentials) {
+                    strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                }
+            }
+            Method::Provider(i) => {
+                let p = &cfg.providers[i];
+                method_names.push(format!("jwt:{}", p.name));
+                let Some(v) = &id.verified else { continue };
+                if !p.forward {
+                    strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                }
+                if let Some(h) = &p.forward_payload_header {
+                    mutations.set.push((h.clone(), v.payload_b64.clone()));
+                }
+                for (h, claim) in &p.claim_to_headers {
+                    if let Some(value) =
+                        jwt::claim(&v.claims, claim).and_then(|c| jwt::claim_header_value(c, &p.claim_separator))
+                    {
+                        mutations.set.push((h.clone(), value));
+                    }
+                }
+                if let Some(name) = &p.payload_in_metadata {
+                    mutations
+                        .filter_state
+                        .push((name.clone(), serde_json::Value::Object(v.claims.clone()).to_string()));
+                }
+            }
+            Method::Introspection => {
+                method_names.push("introspection".to_string());
+                let (Some(ic), Some(r)) = (&cfg.introspection, &id.introspected) else { continue };
+                // The opaque token never goes upstream: a by-value JWT or the claims do.
+                strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                match (&r.jwt, &ic.upstream_header) {
+                    (Some(jwt), Some((name, prefix))) => {
+                        mutations.remove.retain(|h| h != name);
+                        mutations.set.push((name.clone(), format!("{prefix}{jwt}")));
+                    }
+                    _ => mutations.set.push((
+                        ic.claims_header.clone(),
+                        crate::wire::b64::encode(serde_json::Value::Object(r.claims.clone()).to_string().as_bytes()),
+                    )),
+                }
+                for (h, claim) in &ic.claim_to_headers {
+                    if let Some(value) = jwt::claim(&r.claims, claim).and_then(|c| jwt::claim_header_value(c, ",")) {
+                        mutations.set.push((h.clone(), value));
+                    }
+                }
+            }
+        }
+    }
+    if path != req.path {
+        mutations.path = Some(path);
+    }
+    if let Some(c) = &client {
+        if c.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            mutations.set.push((config::CLIENT_HEADER.into(), c.clone()));
+        }
+    }
+    if !method_names.is_empty() {
+        mutations.set.push((config::METHOD_HEADER.into(), method_names.join(",")));
+    }
+    Ok(Ok(Allowed { mutations, client }))
+}
+
+pub(super) fn extract_failure(e: ExtractError) -> MethodResult {
+    MethodResult::Failed(match e {
+        ExtractError::Multiple => Reason::MultipleCredentials,
+        ExtractError::Malformed => Reason::MalformedRequest,
+    })
+}
+
+pub(super) fn check_api_key(cfg: &Config, req: &RequestView) -> MethodResult {
+    let Some(ak) = &cfg.api_keys else { return MethodResult::Failed(Reason::Internal) };
+    let found = match req.extract(&ak.sources) {
+        Ok(Some(f)) => f,
+        Ok(None) => return MethodResult::Absent,
+        Err(e) => return extract_failure(e),
+    };
+    match apikey::lookup(ak, &found.value) {
+        Ok(client) => MethodResult::Ok(Identity {
+            method: Method::ApiKey,
+            client_id: Some(client.client_id.clone()),
+            scopes: client.scopes.clone(),
+            found,
+            verified: None,
+            introspected: None,
+        }),
+        Err(r) => MethodResult::Failed(r),
+    }
+}
+
+/// When several providers read the same source, a token belongs to the provider whose
+/// issuer matches its (unverified) `iss`; providers without an issuer take any token.
+pub(super) fn belongs_to(cfg: &Config, i: usize, token: &str) -> bool {
+    let p = &cfg.providers[i];
+    let Some(want) = &p.issuer else { return true };
+    let shares_source =
+        cfg.providers.iter().enumerate().any(|(j, q)| j != i && q.sources.iter().any(|s| p.sources.contains(s)));
+    if !shares_source {
+        return true;
+    }
+    let iss = token
+        .split('.')
+        .nth(1)
+        .and_then(crate::wire::b64::decode)
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("iss").and_then(|i| i.as_str()).map(str::to_string));
+    match iss {
+        Some(iss) => &iss == want,
+        // Unparseable: let the first provider sharing the source report it as malformed.
+        None => cfg.providers.iter().position(|q| q.sources.iter().any(|s| p.sources.contains(s))) == Some(i),
+    }
+}
+
+pub(super) fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counters: &mut Vec<Counter>) -> MethodResult {
+    let cfg = ctx.cfg;
+    let p = &cfg.providers[i];
+    let found = match req.extract(&p.sources) {
+        Ok(Some(f)) => f,
+        Ok(None) => return MethodResult::Absent,
+        Err(e) => return extract_failure(e),
+    };
+    if cfg.providers.len() > 1 && !belongs_to(cfg, i, &found.value) {
+        return MethodResult::Absent;
+    }
+    if let Some(ic) = &cfg.introspection {
+        if ic.sources.contains(&found.source) && introspection::is_candidate(&ic.settings, &found.value) {
+            return MethodResult::Absent;
+        }
+    }
+    if found.value.len() > p.max_token_bytes {
+        return MethodResult::Failed(Reason::TokenTooLarge);
+    }
+    let now_s = ctx.now_ms / 1000;
+    let remote = matches!(p.keys, KeySource::Remote(_) | KeySource::Discovery(_));
+    // The tick picks up sets other workers publish; a request reads shared data itself only
+    // when it has no usable set or meets an unknown `kid` (both rare).
+    if remote && matches!(ctx.state.keys.available(cfg, i, ctx.now_ms), Availability::Unavailable) {
+        ctx.state.keys.sync(cfg, ctx.store, i);
+    }
+    let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
+    let mut synced = false;
+    loop {
+        let (set, version) = match ctx.state.keys.available(cfg, i, ctx.now_ms) {
+            Availability::Ready(set, v) => (Rc::clone(set), v),
+            Availability::Unavailable if p.hmac_secret.is_some() => (Rc::new(Default::default()), 0),
+            Availability::Unavailable => return MethodResult::Failed(Reason::KeysUnavailable),
+        };
+        if let Some(hit) = ctx.state.cache.get(&digest) {
+            if hit.provider == i && hit.key_version == version {
+                let v = Rc::clone(&hit.verified);
+                counters.push(Counter::JwtCacheHit);
+                return match jwt::check_times(v.exp, v.nbf, v.iat, p, now_s) {
+                    Ok(()) => ok_identity(i, found, v),
+                    Err(r) => MethodResult::Failed(r),
+                };
+            }
+        }
+        counters.push(Counter::JwtCacheMiss);
+        let allow_native = cfg.crypto == config::CryptoMode::Auto;
+        return match jwt::verify(&found.value, p, &set, now_s, ctx.native, allow_native) {
+            Ok((v, path)) => {
+                counters.push(if path == Path::Native { Counter::CryptoNative } else { Counter::CryptoPure });
+                let v = Rc::new(v);
+                ctx.state.cache.put(digest, CacheEntry { provider: i, key_version: version, verified: Rc::clone(&v) });
+                ok_identity(i, found, v)
+            }
+            Err(Reason::TokenUnknownKey) if remote => {
+                // Another worker may have published a newer set since this worker's last
+                // tick: use it before asking for a refresh.
+                if !synced {
+                    synced = true;
+                    ctx.state.keys.sync(cfg, ctx.store, i);
+                    if ctx.state.keys.providers.get(i).is_some_and(|st| st.version != version) {
+                        continue;
+                    }
+                }
+                MethodResult::NeedRefresh(i)
+            }
+            Err(r) => MethodResult::Failed(r),
+        };
+    }
+}
+
+pub(super) fn check_introspection(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    progress: &Progress,
+    counters: &mut Vec<Counter>,
+) -> MethodResult {
+    let cfg = ctx.cfg;
+    let Some(ic) = &cfg.introspection else { return MethodResult::Failed(Reason::Internal) };
+    let found = match req.extract(&ic.sources) {
+        Ok(Some(f)) => f,
+        Ok(None) => return MethodResult::Absent,
+        Err(e) => return extract_failure(e),
+    };
+    if !introspection::is_candidate(&ic.settings, &found.value) {
+        // A JWS (or a token without the configured prefix) is another method's business.
+        return MethodResult::Absent;
+    }
+    if !introspection::is_well_formed(&ic.settings, &found.value) {
+        return MethodResult::Failed(Reason::TokenMalformed);
+    }
+    let slots = ic.settings.cache_slots;
+    let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
+    let local = match ctx.state.introspected.get(&digest) {
+        Some((r, expires)) if *expires > ctx.now_ms => Some(Rc::clone(r)),
+        _ => None,
+    };
+    let result = match (&progress.introspected, local) {
+        (Some(r), _) => r.clone(),
+        (None, Some(r)) => {
+            counters.push(Counter::IntrospectionCacheHit);
+            Ok(r)
+        }
+        (None, None) => match introspection::cache_get(ctx.store, slots, &found.value, ctx.now_ms) {
+            Some(hit) => {
+                counters.push(Counter::IntrospectionCacheHit);
+                let hit = Rc::new(hit);
+                ctx.state.introspected.put(digest, (Rc::clone(&hit), ctx.now_ms.saturating_add(hit.ttl_ms)));
+                Ok(hit)
+            }
+            None => {
+                let hold_ms = ic.settings.endpoint.timeout_ms + 500;
+                if introspection::try_begin(ctx.store, slots, &found.value, ctx.now_ms, hold_ms) {
+                    return MethodResult::Need(Need::Introspect(Box::new(introspection::request(
+                        &ic.settings,
+                        &found.value,
+                    ))));
+                }
+                return MethodResult::Need(Need::Peer);
+            }
+        },
+    };
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.is_bad_client_credentials() {
+                counters.push(Counter::IntrospectionBadClientCredentials);
+            }
+            return MethodResult::FailedRetry(Reason::IntrospectionUnavailable, e.retry_after_s());
+        }
+    };
+    if !r.active {
+        return MethodResult::Failed(Reason::TokenInactive);
+    }
+    MethodResult::Ok(Identity {
+        method: Method::Introspection,
+        client_id: r.client_id().or(r.subject()).map(str::to_string),
+        scopes: r.scopes(),
+        found,
+        verified: None,
+        introspected: Some(r),
+    })
+}
+
+pub(super) fn ok_identity(i: usize, found: Found, v: Rc<Verified>) -> MethodResult {
+    let client_id = v.client_id.clone().or_else(|| v.claims.get("sub").and_then(|s| s.as_str()).map(str::to_string));
+    MethodResult::Ok(Identity {
+        method: Method::Provider(i),
+        client_id,
+        scopes: v.scopes.clone(),
+        found,
+        verified: Some(v),
+        introspected: None,
+    })
+}
