@@ -116,6 +116,7 @@ fn request(header: &str, value: &str) -> RequestView {
             (header.into(), Some(value.into())),
         ],
         source: Some("127.0.0.1:40000".into()),
+        ..RequestView::default()
     }
 }
 

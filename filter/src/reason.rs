@@ -57,13 +57,20 @@ pub enum Reason {
     /// The introspection endpoint failed (down, slow, garbage, or it refused our client
     /// credentials): never reported as an invalid token.
     IntrospectionUnavailable,
+    /// The request's method or path is not in canonical form and could be read differently
+    /// by the policy and the upstream (dot or empty segments, encoded `/`, path parameters, a
+    /// lower-case method, invalid escapes): refused rather than guessed.
+    NonCanonicalRequest,
+    /// The token's `typ` header is not one the provider accepts (RFC 8725 §3.11: a logout or
+    /// security-event token is not an access token).
+    TokenType,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 27] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -88,6 +95,8 @@ impl Reason {
         Reason::KeysUnavailable,
         Reason::RateLimitUnavailable,
         Reason::IntrospectionUnavailable,
+        Reason::NonCanonicalRequest,
+        Reason::TokenType,
         Reason::Internal,
     ];
 
@@ -118,6 +127,8 @@ impl Reason {
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RateLimitUnavailable => "rate_limit_unavailable",
             Reason::IntrospectionUnavailable => "introspection_unavailable",
+            Reason::NonCanonicalRequest => "request_not_canonical",
+            Reason::TokenType => "token_type",
             Reason::Internal => "internal",
         }
     }
@@ -126,7 +137,7 @@ impl Reason {
     pub fn status(self) -> u16 {
         match self {
             Reason::MissingCredentials => 401,
-            Reason::MalformedRequest | Reason::MultipleCredentials => 400,
+            Reason::MalformedRequest | Reason::MultipleCredentials | Reason::NonCanonicalRequest => 400,
             Reason::InsufficientScope => 403,
             Reason::RateLimited => 429,
             Reason::KeysUnavailable | Reason::RateLimitUnavailable | Reason::IntrospectionUnavailable => 503,
@@ -161,6 +172,7 @@ impl Reason {
             Reason::MissingCredentials => "Authentication required",
             Reason::MalformedRequest => "Malformed request",
             Reason::MultipleCredentials => "More than one credential",
+            Reason::NonCanonicalRequest => "Request path not accepted",
             Reason::TokenTooLarge => "Token too large",
             Reason::TokenExpired => "Token expired",
             Reason::ApiKeyInvalid | Reason::ApiKeyDisabled => "Invalid API key",
@@ -201,6 +213,10 @@ impl Reason {
             Reason::KeysUnavailable => "Credentials cannot be verified right now; retry later.",
             Reason::RateLimitUnavailable => "The request rate cannot be checked right now; retry later.",
             Reason::IntrospectionUnavailable => "Credentials cannot be verified right now; retry later.",
+            Reason::NonCanonicalRequest => {
+                "The request method or path is not in canonical form (dot or empty segments, encoded separators, path parameters or invalid escapes)."
+            }
+            Reason::TokenType => "The token's type is not accepted as an access token.",
             Reason::Internal => "The request could not be evaluated.",
         }
     }

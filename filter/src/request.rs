@@ -1,5 +1,24 @@
-//! The request as the core sees it, and credential extraction from headers, query parameters
-//! and cookies.
+//! The request as the core sees it — the ONE canonical view that route matching, the token
+//! endpoint, rate limits and events all use — and credential extraction from headers, query
+//! parameters and cookies.
+//!
+//! ## Canonical request (RFC 3986 §6.2.2)
+//!
+//! [`canonicalize`] computes the path the policy matches, once:
+//! * percent-encoded unreserved characters are decoded (`%61` → `a`) and the hex digits of
+//!   every other escape are upper-cased (`%2a` → `%2A`);
+//! * refused outright (HTTP 400): a path that is not origin-form (`/…`; `*` only for `OPTIONS`),
+//!   an invalid escape (`%zz`, `%+A`), an encoded `/`, `\` or NUL, raw control characters,
+//!   spaces, backslashes or non-ASCII bytes, a fragment, a dot segment (`.` or `..`, raw or
+//!   encoded: §5.2.4 removal would make the policy and a non-normalising upstream see two
+//!   different paths), an empty segment (`//`, which some servers merge), and a path parameter
+//!   (`;x`, which Java servers strip before routing);
+//! * a method that is not an upper-case token (`post`) is refused.
+//!
+//! The invariant: **the path the policy matched is the path the upstream receives**. When the
+//! canonical path differs from the request's (only by decoded unreserved characters or hex
+//! case), the filter rewrites `:path` ([`RequestView::rewritten`]); anything whose meaning could
+//! differ between the policy and the upstream is refused instead.
 //!
 //! Header names are lower-case (HTTP/2 and Envoy's header map already are). Values that are
 //! not valid UTF-8 reach the core replaced by `None` in [`RequestView::header`] lookups of
@@ -11,8 +30,15 @@ use crate::config::Source;
 #[derive(Debug, Clone, Default)]
 pub struct RequestView {
     pub method: String,
-    /// `:path` including the query string.
+    /// `:path` including the query string; after [`RequestView::canonicalize`], the canonical
+    /// path followed by the request's query string.
     pub path: String,
+    /// The canonical path without the query (set by [`RequestView::canonicalize`]).
+    pub route_path: String,
+    /// True when `path` differs from the request's `:path`: the upstream must get `path`.
+    pub rewritten: bool,
+    /// `:authority` lower-cased, without port (empty when absent).
+    pub authority: String,
     /// All headers, names lower-case, in arrival order; `None` for non-UTF-8 values.
     pub headers: Vec<(String, Option<String>)>,
     /// Downstream peer address (`source.address`), when known.
@@ -35,13 +61,178 @@ pub enum ExtractError {
     Malformed,
 }
 
-impl RequestView {
-    /// The path without its query string.
-    pub fn path_only(&self) -> &str {
-        match self.path.find('?') {
-            Some(i) => &self.path[..i],
-            None => &self.path,
+/// Why a request's method or path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// The method is not an upper-case token (`post`, `GE T`).
+    Method,
+    /// Not origin-form: empty, not starting with `/` (or `*` for `OPTIONS`).
+    NotOriginForm,
+    /// `%` not followed by two hex digits.
+    BadEscape,
+    /// `%2F`, `%5C` or `%00`: an encoded separator or NUL.
+    EncodedSeparator,
+    /// A raw byte that has no place in a path: control, space, `\`, `"`, `<`, `>`, `^`, `` ` ``,
+    /// `{`, `|`, `}`, `#`, DEL or non-ASCII.
+    BadCharacter,
+    /// A `.` or `..` segment, raw or encoded.
+    DotSegment,
+    /// An empty segment (`//`).
+    EmptySegment,
+    /// A path parameter (`;` in a segment).
+    PathParameter,
+    /// Longer than [`MAX_PATH_BYTES`].
+    TooLong,
+}
+
+/// The longest `:path` accepted (Envoy's default `max_request_headers_kb` is 60).
+pub const MAX_PATH_BYTES: usize = 16 * 1024;
+
+/// A canonical path (no query) and whether it differs from the request's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canonical {
+    pub path: String,
+    pub changed: bool,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// True for an HTTP method in canonical form: a token (RFC 9110 §5.6.2) without lower case.
+pub fn is_canonical_method(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 32
+        && m.bytes().all(|b| {
+            b.is_ascii_uppercase()
+                || b.is_ascii_digit()
+                || matches!(
+                    b,
+                    b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'|' | b'~'
+                )
+        })
+}
+
+/// Canonicalises a method and the path part of `:path` (the query, if any, is left to the
+/// caller: split it off first). See the module documentation for the rules.
+pub fn canonicalize(method: &str, raw_path: &str) -> Result<Canonical, PathError> {
+    if !is_canonical_method(method) {
+        return Err(PathError::Method);
+    }
+    if raw_path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    if raw_path == "*" && method == "OPTIONS" {
+        return Ok(Canonical { path: "*".into(), changed: false });
+    }
+    let raw = raw_path.as_bytes();
+    if raw.first() != Some(&b'/') {
+        return Err(PathError::NotOriginForm);
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
+    // Start of the current segment in `out` (just after its '/').
+    let mut seg_start = 0usize;
+    let mut seg_had_escape_dot = false;
+    let mut i = 0usize;
+    let end_segment = |out: &[u8], seg_start: usize| -> Result<(), PathError> {
+        match out.get(seg_start..) {
+            Some(b".") | Some(b"..") => Err(PathError::DotSegment),
+            _ => Ok(()),
         }
+    };
+    while let Some(&b) = raw.get(i) {
+        match b {
+            b'/' => {
+                if i > 0 {
+                    end_segment(&out, seg_start)?;
+                    if out.len() == seg_start {
+                        return Err(PathError::EmptySegment);
+                    }
+                }
+                out.push(b'/');
+                seg_start = out.len();
+                seg_had_escape_dot = false;
+                i += 1;
+            }
+            b'%' => {
+                let hi = raw.get(i + 1).copied().and_then(hex).ok_or(PathError::BadEscape)?;
+                let lo = raw.get(i + 2).copied().and_then(hex).ok_or(PathError::BadEscape)?;
+                let v = (hi << 4) | lo;
+                match v {
+                    b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+                    v if is_unreserved(v) => {
+                        seg_had_escape_dot |= v == b'.';
+                        out.push(v);
+                    }
+                    _ => {
+                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                        out.push(b'%');
+                        out.push(HEX[usize::from(hi)]);
+                        out.push(HEX[usize::from(lo)]);
+                    }
+                }
+                i += 3;
+            }
+            b';' => return Err(PathError::PathParameter),
+            b if is_unreserved(b)
+                || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@') =>
+            {
+                out.push(b);
+                i += 1;
+            }
+            _ => return Err(PathError::BadCharacter),
+        }
+    }
+    let _ = seg_had_escape_dot;
+    end_segment(&out, seg_start)?;
+    // Only ASCII was pushed.
+    let path = String::from_utf8(out).map_err(|_| PathError::BadCharacter)?;
+    let changed = path != raw_path;
+    Ok(Canonical { path, changed })
+}
+
+impl RequestView {
+    /// Computes the canonical view in place: `route_path`, `path` (canonical path + query),
+    /// `rewritten`, and `authority`. Call once, before anything looks at the request.
+    pub fn canonicalize(&mut self) -> Result<(), PathError> {
+        let (raw_path, query) = match self.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.path.as_str(), None),
+        };
+        if query.is_some_and(|q| q.bytes().any(|b| b <= 0x20 || b >= 0x7f || b == b'#')) {
+            return Err(PathError::BadCharacter);
+        }
+        let c = canonicalize(&self.method, raw_path)?;
+        if c.changed {
+            self.path = match query {
+                Some(q) => format!("{}?{q}", c.path),
+                None => c.path.clone(),
+            };
+            self.rewritten = true;
+        }
+        self.route_path = c.path;
+        let authority = self.header_values(":authority").next().flatten().unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            // `[v6]:port` or `host:port`; a bare IPv6 literal keeps its brackets.
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
+            _ => authority,
+        };
+        self.authority = host.to_ascii_lowercase();
+        Ok(())
+    }
+
+    /// The canonical path without its query string.
+    pub fn path_only(&self) -> &str {
+        &self.route_path
     }
 
     /// The query string (without `?`), if any.
@@ -133,29 +324,10 @@ fn strip_prefix_ci<'a>(v: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// Decodes `%XX` and `+` in a query component; `None` for bad escapes or non-UTF-8.
+/// Decodes `%XX` and `+` in a query component (the core's one strict decoder); `None` for bad
+/// escapes or non-UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::wire::form::decode_component(s.as_bytes()).ok()
 }
 
 /// Returns `path` with every occurrence of query parameter `name` removed.
@@ -199,7 +371,76 @@ mod tests {
             method: "GET".into(),
             path: path.into(),
             headers: headers.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
-            source: None,
+            ..RequestView::default()
+        }
+    }
+
+    #[test]
+    fn canonical_paths() {
+        let ok = |p: &str| canonicalize("GET", p).map(|c| (c.path, c.changed));
+        assert_eq!(ok("/"), Ok(("/".into(), false)));
+        assert_eq!(ok("/admin/users"), Ok(("/admin/users".into(), false)));
+        assert_eq!(ok("/admin/"), Ok(("/admin/".into(), false)));
+        assert_eq!(ok("/%61dmin"), Ok(("/admin".into(), true)));
+        assert_eq!(ok("/a%7eb"), Ok(("/a~b".into(), true)));
+        assert_eq!(ok("/a%2ab"), Ok(("/a%2Ab".into(), true)));
+        assert_eq!(ok("/a%2Ab"), Ok(("/a%2Ab".into(), false)));
+        assert_eq!(ok("/a%20b"), Ok(("/a%20b".into(), false)));
+        assert_eq!(ok("/..a/b.."), Ok(("/..a/b..".into(), false)));
+        assert_eq!(ok("/a:b@c!$&'()*+,="), Ok(("/a:b@c!$&'()*+,=".into(), false)));
+        let e = |m: &str, p: &str| canonicalize(m, p).unwrap_err();
+        assert_eq!(e("GET", "/public/../orders"), PathError::DotSegment);
+        assert_eq!(e("GET", "/public/%2e%2e/admin"), PathError::DotSegment);
+        assert_eq!(e("GET", "/./admin"), PathError::DotSegment);
+        assert_eq!(e("GET", "/admin/."), PathError::DotSegment);
+        assert_eq!(e("GET", "/admin/%2E"), PathError::DotSegment);
+        assert_eq!(e("GET", "//admin"), PathError::EmptySegment);
+        assert_eq!(e("GET", "/admin//x"), PathError::EmptySegment);
+        assert_eq!(e("GET", "/admin;x"), PathError::PathParameter);
+        assert_eq!(e("GET", "/admin%2Fusers"), PathError::EncodedSeparator);
+        assert_eq!(e("GET", "/admin%2fusers"), PathError::EncodedSeparator);
+        assert_eq!(e("GET", "/admin%5Cusers"), PathError::EncodedSeparator);
+        assert_eq!(e("GET", "/admin%00"), PathError::EncodedSeparator);
+        assert_eq!(e("GET", "/admin\\users"), PathError::BadCharacter);
+        assert_eq!(e("GET", "/a b"), PathError::BadCharacter);
+        assert_eq!(e("GET", "/a#b"), PathError::BadCharacter);
+        assert_eq!(e("GET", "/caf\u{e9}"), PathError::BadCharacter);
+        assert_eq!(e("GET", "/%zz"), PathError::BadEscape);
+        assert_eq!(e("GET", "/%+A"), PathError::BadEscape);
+        assert_eq!(e("GET", "/%4"), PathError::BadEscape);
+        assert_eq!(e("GET", "admin"), PathError::NotOriginForm);
+        assert_eq!(e("GET", ""), PathError::NotOriginForm);
+        assert_eq!(e("GET", "*"), PathError::NotOriginForm);
+        assert_eq!(canonicalize("OPTIONS", "*").map(|c| c.path), Ok("*".into()));
+        assert_eq!(e("post", "/"), PathError::Method);
+        assert_eq!(e("Get", "/"), PathError::Method);
+        assert_eq!(e("", "/"), PathError::Method);
+        assert_eq!(e("GE T", "/"), PathError::Method);
+        assert!(canonicalize("M-SEARCH", "/").is_ok());
+    }
+
+    #[test]
+    fn view_keeps_the_query_and_lowercases_the_authority() {
+        let mut r = req("/%61pi/x?a=%41&b", &[(":authority", "API.Example.com:8443")]);
+        r.canonicalize().unwrap();
+        assert_eq!((r.route_path.as_str(), r.path.as_str(), r.rewritten), ("/api/x", "/api/x?a=%41&b", true));
+        assert_eq!(r.authority, "api.example.com");
+        let mut r = req("/api?x", &[(":authority", "[::1]")]);
+        r.canonicalize().unwrap();
+        assert_eq!((r.path.as_str(), r.rewritten, r.authority.as_str()), ("/api?x", false, "[::1]"));
+        assert_eq!(req("/a?x y", &[]).canonicalize(), Err(PathError::BadCharacter));
+    }
+
+    proptest::proptest! {
+        /// Canonicalisation is idempotent, and its output holds no dot or empty segment.
+        #[test]
+        fn canonical_is_a_fixed_point(p in "/[a-zA-Z0-9%./;~_-]{0,40}") {
+            if let Ok(c) = canonicalize("GET", &p) {
+                let again = canonicalize("GET", &c.path).unwrap();
+                proptest::prop_assert_eq!(&again.path, &c.path);
+                proptest::prop_assert!(!again.changed);
+                proptest::prop_assert!(!c.path.contains("//") && !c.path.split('/').any(|s| s == "." || s == ".."));
+            }
         }
     }
 

@@ -84,6 +84,46 @@ pub(crate) fn check_path(path: &str, p: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A route path must already be in the canonical form requests are matched in (see
+/// `request::canonicalize`): no dot or empty segments, no path parameters, and escapes only
+/// for characters that are not unreserved, written with upper-case hex.
+pub(crate) fn check_route_path(path: &str, p: &str) -> Result<(), ConfigError> {
+    check_path(path, p)?;
+    let b = p.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let esc = p.get(i + 1..i + 3).unwrap_or("");
+            let v = u8::from_str_radix(esc, 16)
+                .ok()
+                .filter(|_| esc.bytes().all(|h| h.is_ascii_digit() || h.is_ascii_uppercase()));
+            match v {
+                Some(v) if !(v.is_ascii_alphanumeric() || b"-._~/\\\0".contains(&v)) => {}
+                _ => return err(path, format!("escape {:?} is not canonical: write unreserved characters as themselves and other escapes as %XX with upper-case hex (encoded '/', '\\' and NUL never match)", p.get(i..i + 3).unwrap_or("%"))),
+            }
+            i += 3;
+        } else {
+            if c == b';' || c == b'\\' || !c.is_ascii() {
+                return err(path, format!("{p:?} holds a character requests are refused for (';', '\\' or non-ASCII)"));
+            }
+            i += 1;
+        }
+    }
+    let segments: Vec<&str> = p.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (j, s) in segments.iter().enumerate() {
+        if *s == "." || *s == ".." || (s.is_empty() && j != last) {
+            return err(
+                path,
+                format!(
+                    "{p:?} has a dot or empty segment; requests with those are refused, so the route would never match"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_scope(path: &str, s: &str) -> Result<(), ConfigError> {
     // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
     if s.is_empty() || !s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)) {

@@ -261,6 +261,8 @@ pub(crate) struct RawMatch {
     pub(crate) prefix: Option<String>,
     pub(crate) path: Option<String>,
     pub(crate) methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) ignore_case: bool,
 }
 
 #[derive(Debug, Deserialize)]

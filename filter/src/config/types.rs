@@ -183,6 +183,9 @@ pub enum PathMatch {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub path: PathMatch,
+    /// Match the path case-insensitively (`match.ignore_case`, for upstreams whose paths are);
+    /// the stored path is then lower case.
+    pub ignore_case: bool,
     pub methods: Option<Vec<String>>,
     pub requires: Requires,
     pub scopes: Vec<String>,

@@ -164,12 +164,12 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         let m = r.matcher;
         let path_match = match (m.prefix, m.path) {
             (Some(p), None) => {
-                check_path(&format!("{path}.match.prefix"), &p)?;
-                PathMatch::Prefix(p)
+                check_route_path(&format!("{path}.match.prefix"), &p)?;
+                PathMatch::Prefix(if m.ignore_case { p.to_ascii_lowercase() } else { p })
             }
             (None, Some(p)) => {
-                check_path(&format!("{path}.match.path"), &p)?;
-                PathMatch::Exact(p)
+                check_route_path(&format!("{path}.match.path"), &p)?;
+                PathMatch::Exact(if m.ignore_case { p.to_ascii_lowercase() } else { p })
             }
             (Some(_), Some(_)) => return err(format!("{path}.match"), "give one of prefix or path, not both"),
             (None, None) => return err(format!("{path}.match"), "give one of prefix or path"),
@@ -220,7 +220,15 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         if cost == 0 || cost > 1_000_000 {
             return err(format!("{path}.cost"), "must be between 1 and 1000000");
         }
-        routes.push(Route { path: path_match, methods, requires, scopes: r.scopes, plan: r.plan, cost });
+        routes.push(Route {
+            path: path_match,
+            ignore_case: m.ignore_case,
+            methods,
+            requires,
+            scopes: r.scopes,
+            plan: r.plan,
+            cost,
+        });
     }
 
     let mut owned_headers: Vec<String> = vec![];
@@ -245,6 +253,15 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     }
     if let Some(i) = &introspection {
         owned_headers.push(i.claims_header.clone());
+        // Where the by-value JWT goes upstream: an inbound copy must never survive, unless it
+        // is the credential header itself (then it is the caller's token, stripped whenever
+        // introspection takes it).
+        if let Some((h, _)) = &i.upstream_header {
+            let is_source = i.sources.iter().any(|s| matches!(s, Source::Header { name, .. } if name == h));
+            if !is_source {
+                owned_headers.push(h.clone());
+            }
+        }
         for (h, _) in &i.claim_to_headers {
             owned_headers.push(h.clone());
         }
@@ -254,6 +271,10 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     {
         owned_headers.push(identity_header.clone());
         owned_headers.push(extra_info_header.clone());
+    }
+    // Compared after folding `_` to `-` (see `flow::mutations::is_owned`).
+    for h in &mut owned_headers {
+        *h = h.replace('_', "-");
     }
     owned_headers.sort();
     owned_headers.dedup();

@@ -156,8 +156,9 @@ pub enum Waiting {
     Peer { since_ms: u64 },
     /// The request body (password grant), at most `max` bytes. The headers go on before the
     /// body is read (Proxy-Wasm hosts withhold the body from a filter that holds the
-    /// headers), so the host removes `strip` (inbound copies of headers Portcullis owns) first.
-    Body { max: usize, strip: Vec<String> },
+    /// headers), so the host applies `early` (owned headers removed, canonical `:path`) to
+    /// the headers first — also when the request has no body at all.
+    Body { max: usize, early: Mutations },
     /// An identity backend (password grant).
     Backend(Callout),
 }
@@ -233,7 +234,12 @@ enum MethodResult {
 }
 
 /// Starts evaluating a request.
-pub fn start(ctx: &mut Ctx, req: RequestView) -> Step {
+pub fn start(ctx: &mut Ctx, mut req: RequestView) -> Step {
+    // The one canonical view: everything below looks at the request in this shape only.
+    if req.canonicalize().is_err() {
+        let rej = Rejection::new(Reason::NonCanonicalRequest, Challenges::default());
+        return Step::Done(finish(ctx.cfg, &req, Err(rej), vec![Counter::Requests]));
+    }
     if let Some(s) = crate::flow::token::on_headers(ctx, &req) {
         return s;
     }

@@ -2,17 +2,32 @@
 
 use super::*;
 
-/// Removes every inbound header Portcullis owns.
+/// True when `name` (lower case) is a header Portcullis owns, compared after folding `_` to
+/// `-`: CGI, WSGI and Rack map both to the same variable, so `x_portcullis_client` must go too.
+pub(crate) fn is_owned(cfg: &Config, name: &str) -> bool {
+    let folded;
+    let name = if name.contains('_') {
+        folded = name.replace('_', "-");
+        folded.as_str()
+    } else {
+        name
+    };
+    name.starts_with(config::OWNED_PREFIX) || cfg.owned_headers.iter().any(|h| h == name)
+}
+
+/// The changes every request that goes on gets, whatever its route or outcome: every inbound
+/// header Portcullis owns removed, and `:path` set to the canonical path when the request's
+/// differed ([`RequestView::rewritten`]).
 pub(crate) fn base_mutations(cfg: &Config, req: &RequestView) -> Mutations {
     // Only headers the request actually carries: every removal is a host call.
     let mut remove: Vec<String> = Vec::new();
     for (name, _) in &req.headers {
-        let owned = name.starts_with(config::OWNED_PREFIX) || cfg.owned_headers.iter().any(|h| h == name);
-        if owned && !remove.contains(name) {
+        if is_owned(cfg, name) && !remove.contains(name) {
             remove.push(name.clone());
         }
     }
-    Mutations { remove, ..Mutations::default() }
+    let path = req.rewritten.then(|| req.path.clone());
+    Mutations { remove, path, ..Mutations::default() }
 }
 
 pub(super) fn strip_credential(source: &Source, m: &mut Mutations, path: &mut String, req: &RequestView) {

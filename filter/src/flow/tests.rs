@@ -59,7 +59,7 @@ fn req(path: &str, headers: &[(&str, &str)]) -> RequestView {
         method: "GET".into(),
         path: path.into(),
         headers: headers.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
-        source: None,
+        ..RequestView::default()
     }
 }
 

@@ -56,7 +56,38 @@ fn header<'a>(req: &'a RequestView, name: &'a str) -> Option<&'a str> {
     req.header_values(name).next().flatten()
 }
 
+/// OAuth parameters that must never travel in a token request's query string (RFC 6749 §3.2:
+/// the token endpoint takes them in the body, where the identity check reads them).
+const QUERY_FORBIDDEN: [&str; 6] = ["grant_type", "username", "password", "client_secret", "refresh_token", "code"];
+
+/// True when the canonical `path` is the token endpoint: compared case-insensitively and with
+/// or without one trailing `/`, because token servers commonly route those variants to the
+/// same handler — every variant goes through the check.
+fn is_token_path(path: &str, token_path: &str) -> bool {
+    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let token_path = token_path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(token_path);
+    path.eq_ignore_ascii_case(token_path)
+}
+
+/// True when the query string carries an OAuth parameter that belongs in the body (names
+/// compared after strict percent-decoding; an undecodable name counts as forbidden).
+fn query_has_oauth_params(query: Option<&str>) -> bool {
+    let Some(q) = query else { return false };
+    q.split('&').filter(|kv| !kv.is_empty()).any(|kv| {
+        let name = kv.split_once('=').map_or(kv, |(k, _)| k);
+        match crate::request::percent_decode(name) {
+            Some(n) => QUERY_FORBIDDEN.iter().any(|f| n.eq_ignore_ascii_case(f)),
+            None => true,
+        }
+    })
+}
+
 /// Handles the token and JWKS paths; `None` for every other request.
+///
+/// Nothing reaches the token server that the check did not see: on the token path every
+/// method but `POST` (and a CORS `OPTIONS` preflight) is refused, OAuth parameters in the
+/// query string are refused, a `POST` must be a form, and its body is always read — an empty
+/// body, or one that ends in trailers, included (the host refuses trailers).
 pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
     let pg = ctx.cfg.password_grant.as_ref()?;
     let path = req.path_only();
@@ -65,8 +96,20 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
             return Some(reply(password::jwks_response(&issuer.public_jwks()), Counter::Allowed));
         }
     }
-    if path != pg.token_path || req.method != "POST" {
+    if !is_token_path(path, &pg.token_path) {
         return None;
+    }
+    if query_has_oauth_params(req.query()) {
+        return Some(reply(password::invalid_request(), Counter::GrantInvalidRequest));
+    }
+    match req.method.as_str() {
+        "POST" => {}
+        "OPTIONS" => {
+            // A CORS preflight carries no credentials; it goes on with owned headers removed.
+            let m = flow::base_mutations(ctx.cfg, req);
+            return Some(done(Action::Continue(m), vec![Counter::Requests, Counter::GrantPassThrough], vec![], vec![]));
+        }
+        _ => return Some(reply(password::invalid_request(), Counter::GrantInvalidRequest)),
     }
     let content_type = header(req, "content-type").unwrap_or_default().to_string();
     if !password::is_form_content_type(&content_type) {
@@ -77,7 +120,7 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
     let state = GrantState { body: Vec::new(), content_type, request: None, chain: None, relaying: false };
     Some(Step::ReadBody(Pending {
         request: req.clone(),
-        waiting: Waiting::Body { max: pg.max_body_bytes, strip: flow::base_mutations(ctx.cfg, req).remove },
+        waiting: Waiting::Body { max: pg.max_body_bytes, early: flow::base_mutations(ctx.cfg, req) },
         counters: vec![Counter::Requests],
         progress: Progress::default(),
         grant: Some(Box::new(state)),
@@ -95,7 +138,7 @@ pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
     let request = match password::password_request(body) {
         Ok(r) => r,
         Err(GrantError::NotPasswordGrant) => {
-            // Owned headers were already stripped when the headers went on.
+            // The early mutations (owned headers, canonical path) went on with the headers.
             let m = flow::Mutations::default();
             return done(Action::Continue(m), vec![Counter::Requests, Counter::GrantPassThrough], vec![], vec![]);
         }

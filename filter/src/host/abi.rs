@@ -1,4 +1,4 @@
-//! Header mutations through the raw proxy-wasm ABI.
+//! Header mutations, local replies and properties through the raw Proxy-Wasm ABI.
 //!
 //! The SDK's wrappers (`hostcalls::set_map_value` and friends) panic on any status they do
 //! not expect — for example when Envoy no longer holds the request headers (after they were
@@ -18,6 +18,64 @@ extern "C" {
         value_size: usize,
     ) -> u32;
     fn proxy_remove_header_map_value(map_type: MapType, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+}
+
+/// Serialises header pairs the way the ABI expects: a u32 count, then each pair's key and
+/// value lengths (u32 LE), then each key and value followed by a NUL.
+fn serialize_pairs(pairs: &[(String, String)]) -> Vec<u8> {
+    let size: usize = 4 + pairs.iter().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(0).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&u32::try_from(k.len()).unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(0).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Sends a local reply on the current context; false when the host refused (the SDK's
+/// wrapper panics on any status it does not expect).
+pub(crate) fn send_response(status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
+    let map = serialize_pairs(headers);
+    let details = b"portcullis";
+    // SAFETY: every pointer comes from a live slice with its exact length; the host copies
+    // the bytes before returning.
+    unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        ) == 0
+    }
+}
+
+/// Sets a property (filter state) by its one-segment path; false when the host refused.
+pub(crate) fn set_property(name: &str, value: &[u8]) -> bool {
+    // A property path is its segments joined by NUL: one segment is the name itself.
+    // SAFETY: as above.
+    unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) == 0 }
 }
 
 /// Sets (replacing) a header; false when the host refused.

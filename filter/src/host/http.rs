@@ -30,25 +30,78 @@ use crate::request::RequestView;
 use crate::response::{self, Challenges, Rejection};
 use crate::stats::Counter;
 
-/// What a request is waiting for, by context id.
+/// Where one request stands, while it must outlive a callback.
+pub(crate) enum Wait {
+    /// A callout is in flight: its token, and the pending step to resume with the reply.
+    Callout(u32, Pending),
+    /// Parked until another worker's introspection lands (polled on the tick).
+    Parked(Pending),
+    /// Buffering the request body.
+    Body(Pending),
+}
+
+/// Per-request state, one entry per live request.
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub wait: Option<Wait>,
+    /// Headers to add to the response (rate-limit headers).
+    pub response_headers: Vec<(String, String)>,
+}
+
+/// The ONE map of per-request state (context id → slot), plus which request each callout
+/// token belongs to: a callout dispatched while the root context drives a woken request is
+/// answered on the root context, which hands the reply over through this index.
 #[derive(Default)]
 pub(crate) struct Requests {
-    /// Requests whose callout is in flight: (callout token, pending step).
-    pub in_flight: RefCell<HashMap<u32, (u32, Pending)>>,
-    /// Requests parked until another worker's introspection lands (polled on the tick).
-    pub parked: RefCell<HashMap<u32, Pending>>,
-    /// Requests buffering their body.
-    pub reading: RefCell<HashMap<u32, Pending>>,
-    /// Headers to add to the response (rate-limit headers).
-    pub response_headers: RefCell<HashMap<u32, Vec<(String, String)>>>,
+    pub slots: RefCell<HashMap<u32, Slot>>,
+    pub tokens: RefCell<HashMap<u32, u32>>,
 }
 
 impl Requests {
     fn forget(&self, id: u32) {
-        self.in_flight.borrow_mut().remove(&id);
-        self.parked.borrow_mut().remove(&id);
-        self.reading.borrow_mut().remove(&id);
-        self.response_headers.borrow_mut().remove(&id);
+        if let Some(Slot { wait: Some(Wait::Callout(token, _)), .. }) = self.slots.borrow_mut().remove(&id) {
+            self.tokens.borrow_mut().remove(&token);
+        }
+    }
+
+    fn set_wait(&self, id: u32, wait: Wait) {
+        if let Wait::Callout(token, _) = &wait {
+            self.tokens.borrow_mut().insert(*token, id);
+        }
+        self.slots.borrow_mut().entry(id).or_default().wait = Some(wait);
+    }
+
+    /// Takes the pending step of request `id` if it is in state `pick`.
+    fn take(&self, id: u32, pick: impl Fn(&Wait) -> bool) -> Option<Wait> {
+        let mut slots = self.slots.borrow_mut();
+        let slot = slots.get_mut(&id)?;
+        if slot.wait.as_ref().is_some_and(pick) {
+            slot.wait.take()
+        } else {
+            None
+        }
+    }
+
+    /// Ids of parked requests.
+    pub fn parked(&self) -> Vec<u32> {
+        self.slots.borrow().iter().filter(|(_, s)| matches!(s.wait, Some(Wait::Parked(_)))).map(|(id, _)| *id).collect()
+    }
+}
+
+/// Reads a gRPC call's answer as a [`Reply`] (status `Some(200)` when the call succeeded).
+pub(crate) fn grpc_reply(status_code: u32, response_size: usize) -> Reply {
+    let body = if status_code == 0 {
+        hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size).ok().flatten().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Reply { status: (status_code == 0).then_some(200), headers: Vec::new(), body }
+}
+
+/// Sends a local reply on the current effective context.
+fn send(resp: &crate::response::HttpResponse) {
+    if !abi::send_response(resp.status, &resp.headers, &resp.body) {
+        log(LogLevel::Warn, "the host refused a local reply (the stream is probably gone)");
     }
 }
 
@@ -93,33 +146,62 @@ fn dispatch_waiting(w: &Waiting) -> Result<u32, String> {
     }
 }
 
+/// Applies header mutations to the current request; false when the host refused one.
+fn mutate(m: &flow::Mutations) -> bool {
+    let mut ok = true;
+    for name in &m.remove {
+        ok &= abi::remove_header(MapType::HttpRequestHeaders, name);
+    }
+    for (name, value) in &m.set {
+        ok &= abi::set_header(MapType::HttpRequestHeaders, name, value);
+    }
+    if let Some(p) = &m.path {
+        ok &= abi::set_header(MapType::HttpRequestHeaders, ":path", p);
+    }
+    ok
+}
+
+/// Refuses the request with 500: its headers could not be changed as the decision requires.
+fn refuse_internal(shared: &Shared) -> Action {
+    log(LogLevel::Error, "request headers could not be changed; refusing the request");
+    send(&response::render(&Rejection::new(Reason::Internal, Challenges::default()), &shared.cfg.realm));
+    Action::Pause
+}
+
 /// Drives `step` for the request `id` (the current effective context). Returns the action
 /// for the current callback: `Continue` when the request may go on, `Pause` otherwise.
-pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step) -> Action {
+/// `end_of_stream` is true when the request has no body to wait for.
+pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step, end_of_stream: bool) -> Action {
     match step {
         Step::Done(d) => apply(shared, id, d),
         Step::Callout(p) => match dispatch_waiting(p.waiting()) {
             Ok(token) => {
-                shared.requests.in_flight.borrow_mut().insert(id, (token, p));
+                shared.requests.set_wait(id, Wait::Callout(token, p));
                 Action::Pause
             }
             Err(e) => {
                 log(LogLevel::Error, &e);
                 let step = with_ctx(shared, |ctx| flow::resume(ctx, p, &Reply::default()));
-                drive(shared, id, step)
+                drive(shared, id, step, end_of_stream)
             }
         },
         Step::Park(p) => {
-            shared.requests.parked.borrow_mut().insert(id, p);
+            shared.requests.set_wait(id, Wait::Parked(p));
             Action::Pause
         }
         Step::ReadBody(p) => {
-            if let Waiting::Body { strip, .. } = p.waiting() {
-                for name in strip {
-                    abi::remove_header(MapType::HttpRequestHeaders, name);
+            // The headers go on before the body is read: owned headers and a non-canonical
+            // `:path` are dealt with now, with or without a body to follow.
+            if let Waiting::Body { early, .. } = p.waiting() {
+                if !mutate(early) {
+                    return refuse_internal(shared);
                 }
             }
-            shared.requests.reading.borrow_mut().insert(id, p);
+            if end_of_stream {
+                let step = with_ctx(shared, |ctx| flow::with_body(ctx, p, &[]));
+                return drive(shared, id, step, true);
+            }
+            shared.requests.set_wait(id, Wait::Body(p));
             // proxy-wasm hosts turn a paused header callback into "stop all iteration",
             // which also withholds the body from this filter: let the headers go on and
             // hold the body instead (on_http_request_body pauses until the end of stream).
@@ -145,31 +227,16 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
     }
     match d.action {
         flow::Action::Continue(m) => {
-            let mut refused = false;
-            for name in &m.remove {
-                refused |= !abi::remove_header(MapType::HttpRequestHeaders, name);
-            }
-            for (name, value) in &m.set {
-                refused |= !abi::set_header(MapType::HttpRequestHeaders, name, value);
-            }
-            if let Some(p) = &m.path {
-                refused |= !abi::set_header(MapType::HttpRequestHeaders, ":path", p);
-            }
-            if refused {
+            if !mutate(&m) {
                 // The headers already left (this must not happen): never forward a request
                 // whose identity headers could not be set or stripped.
-                log(LogLevel::Error, "request headers could not be changed; refusing the request");
-                let resp =
-                    response::render(&Rejection::new(Reason::Internal, Challenges::default()), &shared.cfg.realm);
-                let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let _ = hostcalls::send_http_response(u32::from(resp.status), headers, Some(&resp.body));
-                return Action::Pause;
+                return refuse_internal(shared);
             }
             for (name, json) in &m.filter_state {
-                let _ = hostcalls::set_property(vec![name.as_str()], Some(json.as_bytes()));
+                let _ = abi::set_property(name, json.as_bytes());
             }
             if !m.response_headers.is_empty() {
-                shared.requests.response_headers.borrow_mut().insert(id, m.response_headers);
+                shared.requests.slots.borrow_mut().entry(id).or_default().response_headers = m.response_headers;
             }
             if let Some(r) = d.reason {
                 log(LogLevel::Debug, &format!("shadow: would deny, reason={}", r.code()));
@@ -180,8 +247,7 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
             if let Some(r) = d.reason {
                 log(LogLevel::Debug, &format!("deny reason={}", r.code()));
             }
-            let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let _ = hostcalls::send_http_response(u32::from(resp.status), headers, Some(&resp.body));
+            send(&resp);
             Action::Pause
         }
     }
@@ -190,17 +256,35 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
 /// Wakes parked requests (called from the root's tick): each is polled on its own
 /// effective context and resumed or answered if it can be decided now.
 pub(crate) fn poll_parked(shared: &Rc<Shared>) {
-    let ids: Vec<u32> = shared.requests.parked.borrow().keys().copied().collect();
-    for id in ids {
-        let Some(p) = shared.requests.parked.borrow_mut().remove(&id) else { continue };
+    for id in shared.requests.parked() {
+        let Some(Wait::Parked(p)) = shared.requests.take(id, |w| matches!(w, Wait::Parked(_))) else { continue };
         if hostcalls::set_effective_context(id).is_err() {
             continue; // the request is gone
         }
         let step = with_ctx(shared, |ctx| flow::poll(ctx, p));
-        if let Action::Continue = drive(shared, id, step) {
+        if let Action::Continue = drive(shared, id, step, false) {
             let _ = hostcalls::resume_http_request();
         }
     }
+}
+
+/// Hands a callout's reply to the request that waits for it, whichever context the host
+/// delivered it on (the request's own, or the root's when the root dispatched it while
+/// driving a woken request). Returns false when no request waits for `token`.
+pub(crate) fn deliver(shared: &Rc<Shared>, token: u32, reply: &Reply) -> bool {
+    let Some(id) = shared.requests.tokens.borrow_mut().remove(&token) else { return false };
+    let pending = match shared.requests.take(id, |w| matches!(w, Wait::Callout(t, _) if *t == token)) {
+        Some(Wait::Callout(_, p)) => p,
+        _ => return true, // the request is gone or moved on
+    };
+    if hostcalls::set_effective_context(id).is_err() {
+        return true;
+    }
+    let step = with_ctx(shared, |ctx| flow::resume(ctx, pending, reply));
+    if let Action::Continue = drive(shared, id, step, false) {
+        let _ = hostcalls::resume_http_request();
+    }
+    true
 }
 
 pub(crate) struct Http {
@@ -236,18 +320,8 @@ impl Http {
     }
 
     fn on_reply(&mut self, token_id: u32, reply: &Reply) {
-        let Some(shared) = self.shared.clone() else { return };
-        let pending = {
-            let mut in_flight = shared.requests.in_flight.borrow_mut();
-            match in_flight.get(&self.id) {
-                Some((token, _)) if *token == token_id => in_flight.remove(&self.id).map(|(_, p)| p),
-                _ => None,
-            }
-        };
-        let Some(pending) = pending else { return };
-        let step = with_ctx(&shared, |ctx| flow::resume(ctx, pending, reply));
-        if let Action::Continue = drive(&shared, self.id, step) {
-            self.resume_http_request();
+        if let Some(shared) = self.shared.clone() {
+            deliver(&shared, token_id, reply);
         }
     }
 }
@@ -262,12 +336,7 @@ impl Drop for Http {
 
 impl Context for Http {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        let body = if status_code == 0 {
-            hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size).ok().flatten().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let reply = Reply { status: (status_code == 0).then_some(200), headers: Vec::new(), body };
+        let reply = grpc_reply(status_code, response_size);
         self.on_reply(token_id, &reply);
     }
 
@@ -280,51 +349,62 @@ impl Context for Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
-            let resp = response::render(&Rejection::new(Reason::Internal, Challenges::default()), "portcullis");
-            let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            self.send_http_response(500, headers, Some(&resp.body));
+            send(&response::render(&Rejection::new(Reason::Internal, Challenges::default()), "portcullis"));
             return Action::Pause;
         };
         let view = self.collect(&shared.cfg);
         let step = with_ctx(&shared, |ctx| flow::start(ctx, view));
-        match step {
-            // A request without a body: decide now with an empty one.
-            Step::ReadBody(p) if end_of_stream => {
-                let step = with_ctx(&shared, |ctx| flow::with_body(ctx, p, &[]));
-                drive(&shared, self.id, step)
-            }
-            step => drive(&shared, self.id, step),
-        }
+        drive(&shared, self.id, step, end_of_stream)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else { return Action::Continue };
-        let max = match shared.requests.reading.borrow().get(&self.id).map(|p| p.waiting().clone()) {
-            Some(Waiting::Body { max, .. }) => max,
+        let max = match shared.requests.slots.borrow().get(&self.id).and_then(|s| s.wait.as_ref()) {
+            Some(Wait::Body(p)) => match p.waiting() {
+                Waiting::Body { max, .. } => *max,
+                _ => return Action::Continue,
+            },
             _ => return Action::Continue,
         };
         if body_size > max {
-            shared.requests.reading.borrow_mut().remove(&self.id);
-            let resp = crate::password::payload_too_large();
-            let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            self.send_http_response(u32::from(resp.status), headers, Some(&resp.body));
+            shared.requests.forget(self.id);
+            send(&crate::password::payload_too_large());
             return Action::Pause;
         }
         if !end_of_stream {
             return Action::Pause; // keep buffering
         }
-        let Some(p) = shared.requests.reading.borrow_mut().remove(&self.id) else { return Action::Continue };
+        let Some(Wait::Body(p)) = shared.requests.take(self.id, |w| matches!(w, Wait::Body(_))) else {
+            return Action::Continue;
+        };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let step = with_ctx(&shared, |ctx| flow::with_body(ctx, p, &body));
-        drive(&shared, self.id, step)
+        drive(&shared, self.id, step, false)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A token request that ends in trailers never reaches the end of its body in the
+        // body callback: refuse it rather than let the token server read what we did not.
+        let Some(shared) = self.shared.clone() else { return Action::Continue };
+        if shared.requests.take(self.id, |w| matches!(w, Wait::Body(_))).is_some() {
+            shared.bump(&[crate::stats::Counter::GrantInvalidRequest]);
+            send(&crate::password::invalid_request());
+            return Action::Pause;
+        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(shared) = &self.shared {
-            if let Some(headers) = shared.requests.response_headers.borrow_mut().remove(&self.id) {
-                for (name, value) in headers {
-                    abi::set_header(MapType::HttpResponseHeaders, &name, &value);
-                }
+            let headers = shared
+                .requests
+                .slots
+                .borrow_mut()
+                .get_mut(&self.id)
+                .map(|s| std::mem::take(&mut s.response_headers))
+                .unwrap_or_default();
+            for (name, value) in headers {
+                abi::set_header(MapType::HttpResponseHeaders, &name, &value);
             }
         }
         Action::Continue

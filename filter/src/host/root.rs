@@ -125,10 +125,21 @@ impl Root {
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let Some(f) = self.fetches.remove(&token_id) else { return };
         let Some(shared) = self.shared.clone() else { return };
         let reply = read_reply(body_size);
-        self.finish(&shared, &f, &reply);
+        match self.fetches.remove(&token_id) {
+            Some(f) => self.finish(&shared, &f, &reply),
+            // A request woken on the tick dispatched this callout from the root context.
+            None => {
+                super::http::deliver(&shared, token_id, &reply);
+            }
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(shared) = self.shared.clone() else { return };
+        let reply = super::http::grpc_reply(status_code, response_size);
+        super::http::deliver(&shared, token_id, &reply);
     }
 }
 
@@ -176,9 +187,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = self.shared.clone() {
-            if !shared.requests.parked.borrow().is_empty() {
-                super::http::poll_parked(&shared);
-            }
+            super::http::poll_parked(&shared);
             shared.flush();
         }
         self.start_fetches();

@@ -370,33 +370,9 @@ pub fn is_well_formed(s: &Settings, token: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Request
 
-/// Appends `text` form-urlencoded (RFC 6749 Appendix B): RFC 3986 unreserved characters as
-/// they are, space as `+`, every other byte of the UTF-8 encoding as `%XX`.
-fn form_encode_into(text: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in text.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(char::from(b)),
-            b' ' => out.push('+'),
-            _ => {
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0x0f)]));
-            }
-        }
-    }
-}
-
-/// Form-urlencodes one value.
-pub fn form_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    form_encode_into(text, &mut out);
-    out
-}
-
 /// `Basic <base64(urlenc(client_id) ":" urlenc(client_secret))>` (RFC 6749 §2.3.1).
 pub fn basic_authorization(client_id: &str, client_secret: &str) -> String {
-    let pair = format!("{}:{}", form_encode(client_id), form_encode(client_secret));
+    let pair = format!("{}:{}", crate::wire::form::encode(client_id), crate::wire::form::encode(client_secret));
     format!("Basic {}", STANDARD.encode(pair.as_bytes()))
 }
 
@@ -404,7 +380,7 @@ pub fn basic_authorization(client_id: &str, client_secret: &str) -> String {
 pub fn request(s: &Settings, token: &str) -> Callout {
     let mut body = String::with_capacity(token.len() + 64);
     body.push_str("token=");
-    form_encode_into(token, &mut body);
+    crate::wire::form::encode_into(token, &mut body);
     body.push_str("&token_type_hint=access_token");
     let mut headers = vec![
         ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
@@ -416,9 +392,9 @@ pub fn request(s: &Settings, token: &str) -> Callout {
         }
         ClientAuth::Post => {
             body.push_str("&client_id=");
-            form_encode_into(&s.client_id, &mut body);
+            crate::wire::form::encode_into(&s.client_id, &mut body);
             body.push_str("&client_secret=");
-            form_encode_into(&s.client_secret, &mut body);
+            crate::wire::form::encode_into(&s.client_secret, &mut body);
         }
     }
     Callout {

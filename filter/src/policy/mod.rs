@@ -2,7 +2,10 @@
 //! holds satisfy it. First matching route wins; a request no route matches gets the
 //! top-level default (`requires`, no scopes).
 //!
-//! Paths are compared as sent, without the query string. A prefix matches on a segment
+//! Paths are compared in the canonical form of [`crate::request::canonicalize`] (requests that
+//! have none are refused before routing), without the query string, case-sensitively unless
+//! the route sets `match.ignore_case`. `HEAD` matches a route that allows `GET` (RFC 9110 §9.3.2:
+//! a server answers HEAD as it would GET). A prefix matches on a segment
 //! boundary (`/admin` matches `/admin` and `/admin/x`, not `/administrator`), so a prefix
 //! meant to protect a subtree cannot be sidestepped by a lookalike sibling; a prefix ending
 //! in `/` matches anything below it.
@@ -44,12 +47,15 @@ fn path_matches(m: &PathMatch, path: &str) -> bool {
 
 /// Finds the route for a method and path (path without query).
 pub fn route<'a>(cfg: &'a Config, method: &str, path: &str) -> Matched<'a> {
+    let mut lower: Option<String> = None;
     for (i, r) in cfg.routes.iter().enumerate() {
-        if !path_matches(&r.path, path) {
+        let candidate =
+            if r.ignore_case { lower.get_or_insert_with(|| path.to_ascii_lowercase()).as_str() } else { path };
+        if !path_matches(&r.path, candidate) {
             continue;
         }
         if let Some(ms) = &r.methods {
-            if !ms.iter().any(|m| m == method) {
+            if !ms.iter().any(|m| m == method || (method == "HEAD" && m == "GET")) {
                 continue;
             }
         }

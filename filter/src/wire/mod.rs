@@ -3,3 +3,4 @@
 
 pub mod b64;
 pub mod der;
+pub mod form;
