@@ -81,45 +81,6 @@ fn introspection() {
 fn rls() {
     replay("rls", targets::rls);
 }
-#[test]
-fn zz_debug_seeds() {
-    for (n, b) in corpus("config") {
-        eprintln!(
-            "config {n}: {:?}",
-            portcullis::config::parse(&b, &|_| None).map(|c| c.warnings).map_err(|e| e.to_string())
-        );
-    }
-    for (n, b) in corpus("token") {
-        let t = String::from_utf8_lossy(&b).into_owned();
-        eprintln!("token {n}: {:?}", t.len());
-    }
-    for (n, b) in corpus("jwks") {
-        eprintln!("jwks {n}: {:?}", portcullis::crypto::jwks::parse(&b).map(|(k, w)| (k.keys.len(), w)));
-    }
-    for (n, b) in corpus("form") {
-        eprintln!("form {n}: {:?}", portcullis::password::password_request(&b).map(|r| r.username));
-    }
-    let s = {
-        let cfg = r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp.example.com","path":"/oauth/introspect"},"client_id":"gateway","client_secret":"s3cret","accept_jwt":true}}"#;
-        portcullis::config::parse(cfg.as_bytes(), &|_| None).unwrap().introspection.unwrap().settings
-    };
-    for (n, b) in corpus("introspection") {
-        for ct in ["application/json", "application/token-introspection+jwt", "application/jwt"] {
-            let r = portcullis::callout::Reply {
-                status: Some(200),
-                headers: vec![("content-type".into(), ct.into())],
-                body: b.clone(),
-            };
-            eprintln!(
-                "intro {n} {ct}: {:?}",
-                portcullis::introspection::parse_reply(&s, &r, targets::NOW).map(|i| (i.active, i.ttl_ms))
-            );
-        }
-    }
-    for (n, b) in corpus("rls") {
-        eprintln!("rls {n}: {:?}", portcullis::ratelimit::global::parse(&b));
-    }
-}
 
 #[test]
 fn path() {

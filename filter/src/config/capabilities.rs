@@ -174,8 +174,10 @@ pub(crate) fn validate_provider(
             Some(s.into_bytes())
         }
     };
+    let store_ns = crate::store::Namespace::of("jwks", &[&format!("{keys:?}"), p.issuer.as_deref().unwrap_or("")]);
     Ok(Provider {
         name,
+        store_ns,
         issuer: p.issuer,
         audiences: p.audiences,
         keys,
@@ -387,6 +389,11 @@ pub(crate) fn validate_introspection(
         }
         settings.max_token_bytes = n as usize;
     }
+    // Everything the cached answers depend on (the secret is not printed by Debug); the key
+    // set that verifies by-value JWTs is part of it through its provider's namespace.
+    let verifier =
+        verify_with.and_then(|pi| providers.get(pi)).map(|p| format!("{:?}", p.store_ns)).unwrap_or_default();
+    settings.store_ns = crate::store::Namespace::of("introspect", &[&format!("{settings:?}"), &verifier]);
     Ok(Introspection { settings, sources, upstream_header, claims_header, claim_to_headers, verify_with })
 }
 
@@ -530,7 +537,13 @@ pub(crate) fn validate_password_grant(
         Some(n) if (256..=1_048_576).contains(&n) => n as usize,
         Some(_) => return err("password_grant.max_body_bytes", "must be between 256 and 1048576"),
     };
+    let fingerprint = format!("{lockout:?}");
+    let lockout_ns = LockoutTables {
+        users: crate::store::Namespace::of("lockout-user", &[&fingerprint, &pg.token_path]),
+        addresses: crate::store::Namespace::of("lockout-addr", &[&fingerprint, &pg.token_path]),
+    };
     Ok(PasswordGrant {
+        lockout_ns,
         token_path: pg.token_path.clone(),
         backends: password::order(&backends),
         mode,

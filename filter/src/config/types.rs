@@ -95,6 +95,8 @@ pub struct Provider {
     pub client_id_claims: Vec<ClaimPath>,
     pub payload_in_metadata: Option<String>,
     pub hmac_secret: Option<Vec<u8>>,
+    /// Shared-data namespace of this provider's key-set records: its key source and issuer.
+    pub store_ns: crate::store::Namespace,
 }
 
 /// A validated API-key client.
@@ -159,6 +161,16 @@ pub struct PasswordGrant {
     pub mode: GrantMode,
     pub lockout: Option<crate::password::lockout::Policy>,
     pub max_body_bytes: usize,
+    /// Shared-data namespaces of the lockout tables (usernames, addresses): the lockout
+    /// policy and the token path.
+    pub lockout_ns: LockoutTables,
+}
+
+/// The two lockout tables' namespaces.
+#[derive(Debug, Clone, Default)]
+pub struct LockoutTables {
+    pub users: crate::store::Namespace,
+    pub addresses: crate::store::Namespace,
 }
 
 /// What a route requires.
@@ -217,6 +229,11 @@ pub struct GlobalLimit {
 pub struct RateLimitSettings {
     /// Slots in the shared bucket table (the memory bound).
     pub max_clients: u64,
+    /// Shared-data namespace of the bucket table: every plan and the table size.
+    pub store_ns: crate::store::Namespace,
+    /// The anonymous callers' table (keyed by address): a table of its own, so that a flood
+    /// of addresses can never fill the authenticated clients' table.
+    pub anonymous_ns: crate::store::Namespace,
     /// Send `RateLimit-Policy` / `RateLimit` headers.
     pub headers: bool,
     /// A JWT claim naming the caller's plan.

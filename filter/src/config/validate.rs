@@ -94,7 +94,11 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
             None => None,
             Some(c) => Some(claim_path("rate_limit.plan_claim", &c)?),
         };
-        rate_limit = Some(RateLimitSettings { max_clients, headers: rl.headers, plan_claim });
+        let fingerprint = [format!("{plans:?}"), max_clients.to_string()];
+        let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
+        let store_ns = crate::store::Namespace::of("rl", &parts);
+        let anonymous_ns = crate::store::Namespace::of("rl-anon", &parts);
+        rate_limit = Some(RateLimitSettings { max_clients, store_ns, anonymous_ns, headers: rl.headers, plan_claim });
     }
 
     let mut providers = Vec::new();

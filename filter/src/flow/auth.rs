@@ -111,9 +111,20 @@ pub(super) fn evaluate(
                 .find_map(|i| i.verified.as_ref().and_then(|v| jwt::claim(&v.claims, path)).and_then(|c| c.as_str()))
         });
         if let Some((plan_name, plan)) = ratelimit::plan_for(cfg, route_plan, client_plan, claim_plan) {
-            let who = match &client {
-                Some(c) => format!("client:{c}"),
-                None => format!("addr:{}", req.source.as_deref().map(ratelimit::client_ip).unwrap_or("unknown")),
+            // One namespace per credential method (a JWT `client_id` never drains the API-key
+            // client of the same name), and anonymous callers in their own table (a flood of
+            // spoofed or rotating addresses cannot push authenticated clients out).
+            let (who, table_ns) = match identities.iter().find(|i| i.client_id.is_some()) {
+                Some(id) => {
+                    let c = id.client_id.as_deref().unwrap_or_default();
+                    let who = match id.method {
+                        Method::ApiKey => format!("api_key:{c}"),
+                        Method::Provider(p) => format!("jwt:{}:{c}", cfg.providers[p].name),
+                        Method::Introspection => format!("introspection:{c}"),
+                    };
+                    (who, &rl.store_ns)
+                }
+                None => (ratelimit::client_key(req.source.as_deref().unwrap_or("unknown")), &rl.anonymous_ns),
             };
             let cost = match matched {
                 policy::Matched::Route(_, r) => r.cost,
@@ -145,7 +156,16 @@ pub(super) fn evaluate(
                     }
                 }
             } else {
-                match ratelimit::check(ctx.store, rl.max_clients, rl.headers, &who, plan_name, plan, cost, ctx.now_ms) {
+                match ratelimit::check(
+                    &Scoped::new(ctx.store, table_ns),
+                    rl.max_clients,
+                    rl.headers,
+                    &who,
+                    plan_name,
+                    plan,
+                    cost,
+                    ctx.now_ms,
+                ) {
                     ratelimit::Checked::Allowed(h) => response_headers = h,
                     ratelimit::Checked::Limited { retry_after, headers, why } => {
                         match why {
@@ -387,7 +407,12 @@ pub(super) fn check_introspection(
             counters.push(Counter::IntrospectionCacheHit);
             Ok(r)
         }
-        (None, None) => match introspection::cache_get(ctx.store, slots, &found.value, ctx.now_ms) {
+        (None, None) => match introspection::cache_get(
+            &Scoped::new(ctx.store, &ic.settings.store_ns),
+            slots,
+            &found.value,
+            ctx.now_ms,
+        ) {
             Some(hit) => {
                 counters.push(Counter::IntrospectionCacheHit);
                 let hit = Rc::new(hit);
@@ -396,7 +421,13 @@ pub(super) fn check_introspection(
             }
             None => {
                 let hold_ms = ic.settings.endpoint.timeout_ms + 500;
-                if introspection::try_begin(ctx.store, slots, &found.value, ctx.now_ms, hold_ms) {
+                if introspection::try_begin(
+                    &Scoped::new(ctx.store, &ic.settings.store_ns),
+                    slots,
+                    &found.value,
+                    ctx.now_ms,
+                    hold_ms,
+                ) {
                     return MethodResult::Need(Need::Introspect(Box::new(introspection::request(
                         &ic.settings,
                         &found.value,

@@ -49,7 +49,7 @@ use crate::reason::Reason;
 use crate::request::{self, ExtractError, Found, RequestView};
 use crate::response::{self, Challenges, HttpResponse, Rejection};
 use crate::stats::Counter;
-use crate::store::SharedStore;
+use crate::store::{Scoped, SharedStore};
 
 /// A verified-token cache entry: which provider and key-set version verified it.
 #[derive(Debug, Clone)]
@@ -339,11 +339,11 @@ fn on_introspection_reply(
     match &result {
         Ok(r) => {
             counters.push(Counter::IntrospectionCalls);
-            introspection::cache_put(ctx.store, slots, &token, r, ctx.now_ms);
+            introspection::cache_put(&Scoped::new(ctx.store, &ic.settings.store_ns), slots, &token, r, ctx.now_ms);
         }
         Err(_) => counters.push(Counter::IntrospectionFailed),
     }
-    introspection::end(ctx.store, slots, &token);
+    introspection::end(&Scoped::new(ctx.store, &ic.settings.store_ns), slots, &token);
     let result = result.map(Rc::new);
     if let Ok(r) = &result {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();

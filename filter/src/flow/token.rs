@@ -29,6 +29,7 @@ use crate::password::{self, Chain, ChainStep, GrantError, PasswordRequest};
 use crate::request::RequestView;
 use crate::response::{self, HttpResponse};
 use crate::stats::Counter;
+use crate::store::Scoped;
 
 /// A token request in flight.
 #[derive(Debug, Clone)]
@@ -146,8 +147,10 @@ pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
     };
     if let Some(policy) = &pg.lockout {
         for subject in subjects(&request, &pending.request) {
-            let status = lockout::check(ctx.store, LOCKOUT_SLOTS, &subject, policy, ctx.now_ms);
-            if let Status::Blocked { retry_after_ms } | Status::TableFull { retry_after_ms } = status {
+            let status = lockout::check(&lockout_table(ctx, pg, &subject), LOCKOUT_SLOTS, &subject, policy, ctx.now_ms);
+            // A full table (a flood of other subjects) never blocks a subject that has no
+            // failures on record: that would let random usernames lock out innocent users.
+            if let Status::Blocked { retry_after_ms } = status {
                 return reply(password::locked_out(retry_after_ms.div_ceil(1000).max(1)), Counter::GrantLockedOut);
             }
         }
@@ -211,9 +214,13 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
             let mut events = Vec::new();
             if let Some(policy) = &pg.lockout {
                 for subject in subjects(request, &pending.request) {
-                    if let Recorded::Blocked { retry_after_ms } =
-                        lockout::record_failure(ctx.store, LOCKOUT_SLOTS, &subject, policy, ctx.now_ms)
-                    {
+                    if let Recorded::Blocked { retry_after_ms } = lockout::record_failure(
+                        &lockout_table(ctx, pg, &subject),
+                        LOCKOUT_SLOTS,
+                        &subject,
+                        policy,
+                        ctx.now_ms,
+                    ) {
                         counters.push(Counter::GrantLockoutEngaged);
                         events.push(lockout_event(&subject, retry_after_ms));
                     }
@@ -224,7 +231,7 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
         ChainStep::Accepted { backend, extra_info } => {
             if let Some(policy) = &pg.lockout {
                 lockout::record_success(
-                    ctx.store,
+                    &Scoped::new(ctx.store, &pg.lockout_ns.users),
                     LOCKOUT_SLOTS,
                     &lockout::user_subject(&request.username),
                     policy,
@@ -316,6 +323,13 @@ fn relay(r: &Reply, mut counters: Vec<Counter>) -> Step {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     done(Action::Reply(HttpResponse { status, headers, body: r.body.clone() }), counters, vec![], vec![])
+}
+
+/// The lockout table of a subject: usernames and addresses each have their own, so a flood of
+/// one kind cannot fill the other's.
+fn lockout_table<'a>(ctx: &Ctx<'a>, pg: &'a crate::config::PasswordGrant, subject: &str) -> Scoped<'a> {
+    let ns = if subject.starts_with("addr:") { &pg.lockout_ns.addresses } else { &pg.lockout_ns.users };
+    Scoped::new(ctx.store, ns)
 }
 
 /// Lockout subjects: the username, and the source address when known.

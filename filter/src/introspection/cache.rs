@@ -19,12 +19,12 @@ pub(super) const LEASE_LEN: usize = 32 + 8;
 
 /// The shared-data key of a cache slot.
 pub fn cache_key(slot: u64) -> String {
-    format!("portcullis.introspect.{slot}")
+    format!("introspect.{slot}")
 }
 
 /// The shared-data key of a lease slot.
 pub fn lease_key(slot: u64) -> String {
-    format!("portcullis.introspect.lease.{slot}")
+    format!("introspect.lease.{slot}")
 }
 
 /// The token's SHA-256 and its two candidate slots (`slots` must be non-zero).

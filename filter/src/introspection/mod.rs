@@ -158,6 +158,8 @@ pub struct Settings {
     pub opaque_prefix: Option<String>,
     /// Slots of the shared cache table (default 4096; 0 disables the shared cache and leases).
     pub cache_slots: u64,
+    /// Shared-data namespace of the cache and leases (set when the configuration loads).
+    pub store_ns: crate::store::Namespace,
 }
 
 impl fmt::Debug for Settings {
@@ -193,6 +195,7 @@ impl Settings {
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             opaque_prefix: None,
             cache_slots: DEFAULT_CACHE_SLOTS,
+            store_ns: crate::store::Namespace::default(),
         }
     }
 }

@@ -84,7 +84,7 @@ fn remote(cfg: &Config, i: usize) -> Option<&RemoteJwks> {
 }
 
 fn record_key(cfg: &Config, i: usize) -> String {
-    store::key("jwks", cfg.providers.get(i).map_or("", |p| p.name.as_str()))
+    cfg.providers.get(i).map_or_else(String::new, |p| p.store_ns.key("jwks"))
 }
 
 /// Per-worker key state for all providers.
@@ -166,7 +166,7 @@ impl Keys {
             if !due || now_ms < st.next_attempt_ms {
                 continue;
             }
-            let lease = store::key("jwkslease", &cfg.providers[i].name);
+            let lease = cfg.providers[i].store_ns.key("jwkslease");
             if !store::try_lease(store, &lease, now_ms, 2 * r.timeout_ms + 1000) {
                 continue;
             }
@@ -208,7 +208,7 @@ impl Keys {
             // The jwks_uri is not known yet: an early refresh would need two round trips.
             return None;
         }
-        let key = store::key("kidrefresh", &cfg.providers[i].name);
+        let key = cfg.providers[i].store_ns.key("kidrefresh");
         let (value, cas) = store.get(&key);
         if let Some(v) = value {
             let last = u64::from_le_bytes(<[u8; 8]>::try_from(v.as_slice()).ok()?);
@@ -264,7 +264,7 @@ impl Keys {
                     st.next_attempt_ms = 0;
                 }
                 if fetch.leased {
-                    store::release_lease(store, &store::key("jwkslease", &cfg.providers[i].name));
+                    store::release_lease(store, &cfg.providers[i].store_ns.key("jwkslease"));
                 }
                 Fetched::Published { warnings }
             }
@@ -282,7 +282,7 @@ impl Keys {
             }
         }
         if fetch.leased {
-            store::release_lease(store, &store::key("jwkslease", &cfg.providers[i].name));
+            store::release_lease(store, &cfg.providers[i].store_ns.key("jwkslease"));
         }
         Fetched::Failed(why)
     }

@@ -13,9 +13,11 @@
 //! **idle** slot — idle meaning its window holds no failure and it is not blocked. A blocked
 //! slot, or one still counting failures, is never evicted: an attacker cycling usernames can
 //! neither grow memory nor wipe a victim's count. When both candidates hold other active
-//! subjects the table is full there, and the subject is treated as blocked ([`Status::TableFull`])
-//! until one becomes idle: refusing is the only answer that does not hand out unlimited,
-//! uncounted guesses.
+//! subjects the table is full there ([`Status::TableFull`]): the subject's failures cannot be
+//! counted until one becomes idle. The caller lets such a subject through (it has no failure
+//! on record: blocking it would let a flood of random usernames lock out users who never
+//! failed), and keeps usernames and addresses in separate tables so a username flood cannot
+//! disable the address lockout, and the reverse.
 //!
 //! The sliding window, in integers: the window is cut into `BUCKETS - 1` sub-windows of
 //! `sub = ceil(window_ms / (BUCKETS - 1))` ms and a ring of `BUCKETS` counters holds the
@@ -34,8 +36,6 @@
 //! Every update is read → compute → compare-and-swap, retried at most [`MAX_CAS_RETRIES`]
 //! times. The ABI's first write of a key (CAS 0) is unconditional; a read-back detects a lost
 //! claim of a never-used slot.
-
-use std::net::IpAddr;
 
 use crate::ratelimit::table::locate;
 use crate::store::SharedStore;
@@ -123,25 +123,7 @@ pub fn user_subject(username: &str) -> String {
 /// /64, so per-address counting would be trivial to evade); IPv4-mapped IPv6 counts as IPv4.
 /// Text that is not an address is used as is.
 pub fn addr_subject(address: &str) -> String {
-    let a = address.trim();
-    let host = if let Some(rest) = a.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else if a.matches(':').count() == 1 {
-        a.split(':').next().unwrap_or(a)
-    } else {
-        a
-    };
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => format!("addr:{v4}"),
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("addr:{v4}"),
-            None => {
-                let s = v6.segments();
-                format!("addr:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Err(_) => format!("addr:{a}"),
-    }
+    crate::ratelimit::client_key(address)
 }
 
 const SLOT_LEN: usize = 32 + 4 * BUCKETS;
@@ -183,7 +165,7 @@ fn decode(v: &[u8]) -> Option<Slot> {
 
 /// The shared-data key of a slot.
 pub fn slot_key(slot: u64) -> String {
-    format!("portcullis.lockout.{slot}")
+    format!("lockout.{slot}")
 }
 
 impl Slot {
@@ -518,7 +500,7 @@ mod tests {
         assert!(matches!(record_failure(&s, slots, &victim, &P, 10_000), Recorded::Blocked { .. }));
         // No raw username in any key.
         for i in 0..slots {
-            assert!(slot_key(i).starts_with("portcullis.lockout."));
+            assert!(slot_key(i).starts_with("lockout."));
         }
     }
 

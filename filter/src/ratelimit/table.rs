@@ -74,7 +74,7 @@ fn decode(v: &[u8]) -> Option<Slot> {
 
 /// The shared-data key of a slot.
 pub fn slot_key(slot: u64) -> String {
-    format!("portcullis.rl.{slot}")
+    format!("rl.{slot}")
 }
 
 /// Fingerprint and the two candidate slots of an identity.

@@ -3,7 +3,18 @@
 //! adapter implements it with `get_shared_data` / `set_shared_data`.
 //!
 //! Shared data has no TTL and no delete on every host, so keys are few and fixed (one per
-//! provider and purpose), built only in [`key`], and never contain secrets or timestamps.
+//! provider and purpose, or one per table slot), and never contain secrets or timestamps.
+//!
+//! ## Namespaces (the only place key names are built)
+//!
+//! Every key is `portcullis.v<FORMAT_VERSION>.<fingerprint>.<name>`: the [`Namespace`] is a
+//! fingerprint of the configuration the records depend on (a provider's key source and issuer,
+//! the introspection endpoint and client, the rate-limit plans, the lockout policy), computed
+//! when the configuration loads. Two filters whose configurations differ never read each
+//! other's records, whatever their `vm_id` (Istio never sets one, so every WasmPlugin on a proxy
+//! shares one shared-data space); two filters with the *same* settings for a capability share
+//! its records (one key-set fetch, one bucket per client, across listeners). The format version
+//! makes a module upgrade start from empty records instead of misreading old ones.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,9 +31,59 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch>;
 }
 
-/// Builds a shared-data key: `portcullis.<purpose>.<name>`.
-pub fn key(purpose: &str, name: &str) -> String {
-    format!("portcullis.{purpose}.{name}")
+/// The layout version of every shared-data record; bump when any record format changes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The key prefix of one configuration's records (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Namespace(String);
+
+impl Namespace {
+    /// The namespace of records that depend on `parts` (each hashed with its length, so
+    /// `["ab", "c"]` and `["a", "bc"]` differ).
+    pub fn of(purpose: &str, parts: &[&str]) -> Namespace {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(purpose.as_bytes());
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p.as_bytes());
+        }
+        let d = h.finalize();
+        let fp: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Namespace(format!("portcullis.v{FORMAT_VERSION}.{purpose}.{fp}."))
+    }
+
+    /// The full key of record `name` in this namespace.
+    pub fn key(&self, name: &str) -> String {
+        let mut k = String::with_capacity(self.0.len() + name.len());
+        k.push_str(&self.0);
+        k.push_str(name);
+        k
+    }
+}
+
+/// A store seen through one namespace: table code names its records (`rl.17`) and this
+/// adapter prefixes them.
+pub struct Scoped<'a> {
+    store: &'a dyn SharedStore,
+    ns: &'a Namespace,
+}
+
+impl<'a> Scoped<'a> {
+    pub fn new(store: &'a dyn SharedStore, ns: &'a Namespace) -> Self {
+        Scoped { store, ns }
+    }
+}
+
+impl SharedStore for Scoped<'_> {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        self.store.get(&self.ns.key(key))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+        self.store.set(&self.ns.key(key), value, cas)
+    }
 }
 
 /// Tries to take a lease until `now_ms + hold_ms`. At most one holder at a time across
@@ -93,6 +154,20 @@ mod tests {
         assert!(try_lease(&s, "l", 1500, 500), "expired lease can be taken");
         release_lease(&s, "l");
         assert!(try_lease(&s, "l", 1501, 500));
+    }
+
+    #[test]
+    fn namespaces_separate_configurations() {
+        let a = Namespace::of("introspect", &["idp", "/a", "gateway"]);
+        let b = Namespace::of("introspect", &["idp", "/b", "gateway"]);
+        assert_ne!(a, b);
+        assert_eq!(a, Namespace::of("introspect", &["idp", "/a", "gateway"]));
+        assert_ne!(Namespace::of("x", &["ab", "c"]), Namespace::of("x", &["a", "bc"]));
+        assert!(a.key("rl.1").starts_with(&format!("portcullis.v{FORMAT_VERSION}.introspect.")));
+        let s = MemStore::default();
+        Scoped::new(&s, &a).set("k", b"1", 0).unwrap();
+        assert_eq!(Scoped::new(&s, &b).get("k").0, None);
+        assert_eq!(Scoped::new(&s, &a).get("k").0.as_deref(), Some(&b"1"[..]));
     }
 
     #[test]
