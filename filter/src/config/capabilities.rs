@@ -175,9 +175,24 @@ pub(crate) fn validate_provider(
         }
     };
     let store_ns = crate::store::Namespace::of("jwks", &[&format!("{keys:?}"), p.issuer.as_deref().unwrap_or("")]);
+    let allowed_typ = match &p.allowed_typ {
+        None => DEFAULT_ALLOWED_TYP.iter().map(|t| t.to_string()).collect(),
+        Some(list) => {
+            if list.is_empty() {
+                return err(format!("{path}.allowed_typ"), "must not be empty (omit it for the default)");
+            }
+            for (j, t) in list.iter().enumerate() {
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    return err(format!("{path}.allowed_typ[{j}]"), "must be a non-empty media type");
+                }
+            }
+            list.clone()
+        }
+    };
     Ok(Provider {
         name,
         store_ns,
+        allowed_typ,
         issuer: p.issuer,
         audiences: p.audiences,
         keys,
@@ -195,6 +210,9 @@ pub(crate) fn validate_provider(
         hmac_secret,
     })
 }
+
+/// The `typ` values an access token may carry by default (RFC 7519 §5.1, RFC 9068 §2.1).
+pub(crate) const DEFAULT_ALLOWED_TYP: [&str; 3] = ["JWT", "at+jwt", "application/at+jwt"];
 
 pub(crate) fn validate_remote(
     path: &str,

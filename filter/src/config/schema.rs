@@ -57,6 +57,7 @@ pub(crate) struct RawProvider {
     pub(crate) payload_in_metadata: Option<String>,
     pub(crate) hmac_secret: Option<String>,
     pub(crate) hmac_secret_env: Option<String>,
+    pub(crate) allowed_typ: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,7 +67,7 @@ const INVALID: &[(&str, &str)] = &[
          `local_jwks`, `discovery`, `from_headers`, `from_params`, `from_cookies`, `forward`, \
          `forward_payload_header`, `claim_to_headers`, `claim_separator`, `clock_skew_seconds`, `max_lifetime`, \
          `require_expiration`, `max_token_bytes`, `client_id_claim`, `payload_in_metadata`, `hmac_secret`, \
-         `hmac_secret_env`",
+         `hmac_secret_env`, `allowed_typ`",
     ),
     (
         r#"{"providers":{"corp":{"remote_jwks":{"http_uri":{"uri":"https://a/j","cluster":"c","timout":"1s"}}}}}"#,
@@ -323,6 +323,26 @@ const INVALID: &[(&str, &str)] = &[
     // Routes: matching.
     (r#"{"routes":[{"match":{"prefix":"/a","path":"/a"}}]}"#, "routes[0].match: give one of prefix or path, not both"),
     (r#"{"routes":[{"match":{}}]}"#, "routes[0].match: give one of prefix or path"),
+    (
+        r#"{"routes":[{"match":{"prefix":"/a/../b"}}]}"#,
+        "routes[0].match.prefix: \"/a/../b\" has a dot or empty segment; requests with those are refused, so the route would never match",
+    ),
+    (
+        r#"{"routes":[{"match":{"prefix":"//admin"}}]}"#,
+        "routes[0].match.prefix: \"//admin\" has a dot or empty segment; requests with those are refused, so the route would never match",
+    ),
+    (
+        r#"{"routes":[{"match":{"path":"/a;b"}}]}"#,
+        "routes[0].match.path: \"/a;b\" holds a character requests are refused for (';', '\\' or non-ASCII)",
+    ),
+    (
+        r#"{"routes":[{"match":{"prefix":"/%61dmin"}}]}"#,
+        "routes[0].match.prefix: escape \"%61\" is not canonical: write unreserved characters as themselves and other escapes as %XX with upper-case hex (encoded '/', '\\' and NUL never match)",
+    ),
+    (
+        r#"{"providers":{"p":{"local_jwks":{"inline_string":@JWKS@},"allowed_typ":[]}}}"#,
+        "providers.p.allowed_typ: must not be empty (omit it for the default)",
+    ),
     (
         r#"{"routes":[{"match":{"prefix":"admin"}}]}"#,
         "routes[0].match.prefix: must start with '/' and hold no spaces, '?' or '#', got \"admin\"",

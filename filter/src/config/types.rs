@@ -95,6 +95,9 @@ pub struct Provider {
     pub client_id_claims: Vec<ClaimPath>,
     pub payload_in_metadata: Option<String>,
     pub hmac_secret: Option<Vec<u8>>,
+    /// Accepted `typ` header values (compared case-insensitively); a token without `typ` is
+    /// accepted. Default: `JWT`, `at+jwt`, `application/at+jwt`.
+    pub allowed_typ: Vec<String>,
     /// Shared-data namespace of this provider's key-set records: its key source and issuer.
     pub store_ns: crate::store::Namespace,
 }

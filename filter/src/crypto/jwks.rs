@@ -233,7 +233,10 @@ fn parse_key(value: serde_json::Value) -> Result<Jwk, (Option<String>, String)> 
             let n = b64field(&raw.n, "n")?;
             let e = b64field(&raw.e, "e")?;
             let n_trim: Vec<u8> = n.iter().copied().skip_while(|b| *b == 0).collect();
-            let bits = n_trim.len() * 8 - n_trim.first().map_or(8, |b| b.leading_zeros() as usize);
+            let Some(first) = n_trim.first() else {
+                return Err(fail("RSA modulus is zero"));
+            };
+            let bits = (n_trim.len() * 8).saturating_sub(first.leading_zeros() as usize);
             if bits < 2048 {
                 return Err(fail(&format!("RSA modulus of {bits} bits; at least 2048 required")));
             }
@@ -296,6 +299,15 @@ mod tests {
     use super::*;
 
     const RSA_N: &str = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+
+    #[test]
+    fn an_all_zero_rsa_modulus_is_skipped_without_underflow() {
+        let doc = r#"{"keys":[{"kty":"RSA","n":"AAAA","e":"AQAB","kid":"zero"},{"kty":"RSA","n":"","e":"AQAB","kid":"empty"}]}"#;
+        let (set, warnings) = parse(doc.as_bytes()).unwrap();
+        assert!(set.keys.is_empty());
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(warnings.iter().any(|w| w.contains("modulus is zero")), "{warnings:#?}");
+    }
 
     #[test]
     fn parses_rfc7517_rsa_and_skips_bad_keys() {

@@ -310,3 +310,109 @@ fn issuer_selects_the_provider_when_sources_are_shared() {
     let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &format!("Bearer {}", a.mint(c)))])));
     assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The canonical request and owned headers (issue 11)
+
+#[test]
+fn non_canonical_requests_are_refused_before_any_route() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(
+        &s,
+        json!({"routes": [{"match": {"prefix": "/public"}, "requires": "none"},
+                          {"match": {"prefix": "/admin"}, "requires": {"any": ["corp"]}}]}),
+    );
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    for p in ["/public/../admin", "//admin", "/admin;x", "/admin%2Fusers", "/./admin", "/public/%2e%2e/admin"] {
+        let d = decided(run(&cfg, &mut st, &store, NOW, req(p, &[])));
+        assert_eq!((status(&d), d.reason), (400, Some(Reason::NonCanonicalRequest)), "{p}");
+    }
+    let mut lower = req("/admin", &[]);
+    lower.method = "post".into();
+    assert_eq!(decided(run(&cfg, &mut st, &store, NOW, lower)).reason, Some(Reason::NonCanonicalRequest));
+    // `/%61dmin` is `/admin`: the route applies, and with a credential the upstream gets `/admin`.
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/%61dmin", &[])));
+    assert_eq!(d.reason, Some(Reason::MissingCredentials));
+    let tok = s.mint(claims());
+    let d =
+        decided(run(&cfg, &mut st, &store, NOW, req("/%61dmin?q=1", &[("authorization", &format!("Bearer {tok}"))])));
+    assert_eq!(mutations(&d).path.as_deref(), Some("/admin?q=1"));
+    // A `none` route gets the rewrite too: the path the policy matched is the path sent.
+    let d = decided(run(&cfg, &mut st, &store, NOW, req("/publi%63/x", &[])));
+    assert_eq!(mutations(&d).path.as_deref(), Some("/public/x"));
+    // HEAD falls under a GET-only route.
+    let cfg = cfg_with(
+        &s,
+        json!({"routes": [{"match": {"prefix": "/admin", "methods": ["GET"]}, "requires": {"any": ["corp"]}},
+                                             {"match": {"prefix": "/"}, "requires": "none"}]}),
+    );
+    let mut head = req("/admin", &[]);
+    head.method = "HEAD".into();
+    assert_eq!(decided(run(&cfg, &mut st, &store, NOW, head)).reason, Some(Reason::MissingCredentials));
+    // ignore_case for case-insensitive upstreams.
+    let cfg = cfg_with(
+        &s,
+        json!({"routes": [{"match": {"prefix": "/Admin", "ignore_case": true}, "requires": {"any": ["corp"]}},
+                                             {"match": {"prefix": "/"}, "requires": "none"}]}),
+    );
+    assert_eq!(decided(run(&cfg, &mut st, &store, NOW, req("/ADMIN/x", &[]))).reason, Some(Reason::MissingCredentials));
+}
+
+#[test]
+fn owned_headers_are_stripped_after_folding_underscores() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(&s, json!({"routes": [{"match": {"prefix": "/"}, "requires": "none"}]}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let d = decided(run(
+        &cfg,
+        &mut st,
+        &store,
+        NOW,
+        req("/x", &[("x_portcullis_client", "admin"), ("x-portcullis-auth", "forged"), ("x_roles", "forged")]),
+    ));
+    let m = mutations(&d);
+    for h in ["x_portcullis_client", "x-portcullis-auth", "x_roles"] {
+        assert!(m.remove.contains(&h.to_string()), "{h} must be removed: {m:?}");
+    }
+}
+
+#[test]
+fn rate_limit_buckets_are_per_credential_method_and_anonymous_callers_have_their_own_table() {
+    let s = Signer::new("k1");
+    let key = "partner-key";
+    let hash: String = sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let cfg = cfg_with(
+        &s,
+        json!({"api_keys": {"from_headers": ["x-api-key"], "clients": [{"client_id": "c1", "keys_sha256": [hash]}]},
+               "rate_limit": {"plans": {"one": {"requests": 1, "per": "3600s", "burst": 1}}, "default_plan": "one"},
+               "routes": [{"match": {"prefix": "/"}, "requires": {"any": ["corp", "api_key"]}}]}),
+    );
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    // The JWT's client_id is "c1", like the API-key client: two clients, two buckets.
+    let tok = s.mint(claims());
+    let jwt = || req("/x", &[("authorization", &format!("Bearer {tok}"))]);
+    assert_eq!(status(&decided(run(&cfg, &mut st, &store, NOW, jwt()))), 200);
+    assert_eq!(status(&decided(run(&cfg, &mut st, &store, NOW, jwt()))), 429);
+    let api = || req("/x", &[("x-api-key", key)]);
+    assert_eq!(
+        status(&decided(run(&cfg, &mut st, &store, NOW, api()))),
+        200,
+        "a JWT client_id never drains the API-key client"
+    );
+    // Every record lives under a versioned, fingerprinted namespace.
+    let rl = cfg.rate_limit.as_ref().unwrap();
+    assert!(rl.store_ns.key("x").starts_with("portcullis.v2.rl."));
+    assert_ne!(rl.store_ns, rl.anonymous_ns);
+}
+
+#[test]
+fn different_configurations_never_share_records() {
+    let s = Signer::new("k1");
+    let a = cfg_with(&s, json!({"rate_limit": {"plans": {"p": {"requests": 1, "per": "60s"}}, "default_plan": "p"}}));
+    let b = cfg_with(&s, json!({"rate_limit": {"plans": {"p": {"requests": 2, "per": "60s"}}, "default_plan": "p"}}));
+    let same =
+        cfg_with(&s, json!({"rate_limit": {"plans": {"p": {"requests": 1, "per": "60s"}}, "default_plan": "p"}}));
+    let (ra, rb, rs) = (a.rate_limit.unwrap(), b.rate_limit.unwrap(), same.rate_limit.unwrap());
+    assert_ne!(ra.store_ns, rb.store_ns);
+    assert_eq!(ra.store_ns, rs.store_ns, "the same settings on two listeners share one bucket table");
+}

@@ -553,7 +553,15 @@ fn parse_jwt(body: &[u8], rfc9701_media: bool, max_len: usize) -> Result<Draft, 
         draft.response_jwt = draft.active.then(|| text.to_string());
         return Ok(draft);
     }
-    // A by-value access token: issued at all means active.
+    // A by-value access token: issued at all means active — unless it says otherwise at the
+    // top level (`"active": false` must never be read as active).
+    match claims.get("active") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            return Ok(Draft { active: false, exp: None, claims: Map::new(), jwt: None, response_jwt: None })
+        }
+        Some(_) => return Err(IntrospectionError::MalformedActive),
+    }
     let exp = numeric_date(&claims, "exp")?;
     Ok(Draft { active: true, exp, claims, jwt: Some(text.to_string()), response_jwt: None })
 }

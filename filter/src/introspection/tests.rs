@@ -405,6 +405,23 @@ impl WithStatus for Reply {
 }
 
 #[test]
+fn a_jwt_answer_saying_inactive_at_top_level_is_inactive() {
+    // Was read as active ("issued at all means active") and cached for cache_duration.
+    let s = jwt_settings();
+    let body = jws(&json!({"alg": "RS256", "typ": "JWT"}), &json!({"active": false, "sub": "alice", "exp": NOW + 600}));
+    let got = parse_reply(&s, &reply(Some(200), Some("application/jwt"), body.as_bytes()), NOW).unwrap();
+    assert!(!got.active);
+    assert!(got.jwt.is_none() && got.claims.is_empty());
+    let body = jws(&json!({"alg": "RS256", "typ": "JWT"}), &json!({"active": "no", "exp": NOW + 600}));
+    assert_eq!(
+        parse_reply(&s, &reply(Some(200), Some("application/jwt"), body.as_bytes()), NOW).unwrap_err(),
+        IntrospectionError::MalformedActive
+    );
+    let body = jws(&json!({"alg": "RS256", "typ": "JWT"}), &json!({"active": true, "exp": NOW + 600}));
+    assert!(parse_reply(&s, &reply(Some(200), Some("application/jwt"), body.as_bytes()), NOW).unwrap().active);
+}
+
+#[test]
 fn answers_carry_what_the_pipeline_needs() {
     let s = jwt_settings();
     let token = at_jwt(NOW + 120);

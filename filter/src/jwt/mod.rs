@@ -31,6 +31,8 @@ pub struct Parsed<'a> {
     pub token: &'a str,
     pub alg: Alg,
     pub kid: Option<String>,
+    /// The `typ` header, when present.
+    pub typ: Option<String>,
     /// Length of `header.payload`, the JWS signing input.
     pub signing_input_len: usize,
     pub signature: Vec<u8>,
@@ -96,39 +98,50 @@ pub fn parse(token: &str, max_len: usize) -> Result<Parsed<'_>, Reason> {
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(Reason::TokenMalformed),
     };
-    match header.get("typ") {
-        None => {}
-        // A JWT's media type (RFC 7519 §5.1, RFC 9068 §2.1 `at+jwt`); anything else is a
-        // different kind of JWS that must not be accepted as an access token.
-        Some(Value::String(t)) if t.eq_ignore_ascii_case("JWT") || t.to_ascii_lowercase().ends_with("+jwt") => {}
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
         Some(_) => return Err(Reason::TokenMalformed),
-    }
+    };
     if s.is_empty() {
         // "header.payload." is an unsecured JWS (alg none); any alg claiming otherwise is lying.
         return Err(Reason::TokenSignature);
     }
     let signature = b64::decode(s).ok_or(Reason::TokenMalformed)?;
     let claims = decode_object(p).ok_or(Reason::TokenMalformed)?;
-    Ok(Parsed { token, alg, kid, signing_input_len: h.len() + 1 + p.len(), signature, payload_b64: p, claims })
+    Ok(Parsed { token, alg, kid, typ, signing_input_len: h.len() + 1 + p.len(), signature, payload_b64: p, claims })
 }
 
-/// A NumericDate (RFC 7519 §2): a non-negative JSON number, fractions truncated.
+/// The largest NumericDate accepted: 2^53 (the largest integer every JSON implementation
+/// holds exactly). Envoy's `jwt_authn` refuses larger values as out of range; `exp = 2^64 - 1`
+/// must never read as "never expires".
+pub const MAX_NUMERIC_DATE: u64 = 1 << 53;
+
+/// A NumericDate (RFC 7519 §2): a non-negative JSON number up to [`MAX_NUMERIC_DATE`],
+/// fractions truncated.
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Reason> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                Ok(Some(u))
-            } else {
-                match n.as_f64() {
-                    Some(f) if f >= 0.0 && f.is_finite() => Ok(Some(f as u64)),
-                    _ => Err(Reason::TokenClaims),
-                }
+            let v = match n.as_u64() {
+                Some(u) => u,
+                None => match n.as_f64() {
+                    Some(f) if (0.0..=MAX_NUMERIC_DATE as f64).contains(&f) => f as u64,
+                    _ => return Err(Reason::TokenClaims),
+                },
+            };
+            if v > MAX_NUMERIC_DATE {
+                return Err(Reason::TokenClaims);
             }
+            Ok(Some(v))
         }
         Some(_) => Err(Reason::TokenClaims),
     }
 }
+
+/// How many keys a token without `kid` may be tried against: each try of a PS* or EdDSA key
+/// is pure-Rust CPU (~1.5 ms), so a forged kid-less token must not cost a key set's worth.
+pub const MAX_KIDLESS_CANDIDATES: usize = 2;
 
 /// Checks `exp`, `nbf`, `iat`, `max_lifetime`, `iss` and `aud` at `now` (Unix seconds).
 /// Returns `exp`.
@@ -232,6 +245,13 @@ pub fn verify(
     allow_native: bool,
 ) -> Result<(Verified, Path), Reason> {
     let parsed = parse(token, provider.max_token_bytes)?;
+    // RFC 8725 §3.11: a logout, security-event or introspection-answer JWT is not an access
+    // token, even when signed by the same key.
+    if let Some(t) = &parsed.typ {
+        if !provider.allowed_typ.iter().any(|a| a.eq_ignore_ascii_case(t)) {
+            return Err(Reason::TokenType);
+        }
+    }
     let exp = check_claims(&parsed.claims, provider, now)?;
     let path = if parsed.alg.is_hmac() {
         let Some(secret) = &provider.hmac_secret else {
@@ -245,7 +265,8 @@ pub fn verify(
         let kid = parsed.kid.as_deref();
         let mut tried = false;
         let mut decided = None;
-        for key in keys.candidates(kid, parsed.alg).take(8) {
+        let limit = if kid.is_some() { 8 } else { MAX_KIDLESS_CANDIDATES };
+        for key in keys.candidates(kid, parsed.alg).take(limit) {
             tried = true;
             let (ok, path) = crypto::verify_with_key(
                 token,

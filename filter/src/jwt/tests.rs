@@ -153,6 +153,30 @@ fn time_boundaries() {
 }
 
 #[test]
+fn typ_allow_list() {
+    let c = claims().to_string();
+    for ok in ["JWT", "jwt", "at+jwt", "application/at+jwt", "AT+JWT"] {
+        let t = eddsa(&format!(r#"{{"alg":"EdDSA","kid":"ed","typ":"{ok}"}}"#), &c);
+        assert!(check(&t).is_ok(), "{ok}");
+    }
+    for bad in
+        ["logout+jwt", "secevent+jwt", "token-introspection+jwt", "application/token-introspection+jwt", "dpop+jwt"]
+    {
+        let t = eddsa(&format!(r#"{{"alg":"EdDSA","kid":"ed","typ":"{bad}"}}"#), &c);
+        assert_eq!(check(&t).unwrap_err(), Reason::TokenType, "{bad}");
+    }
+    // No typ at all is accepted (many issuers omit it).
+    assert!(check(&eddsa(r#"{"alg":"EdDSA","kid":"ed"}"#, &c)).is_ok());
+    // A provider can change the list.
+    let (mut p, k) = provider_and_keys();
+    p.allowed_typ = vec!["secevent+jwt".into()];
+    let t = eddsa(r#"{"alg":"EdDSA","kid":"ed","typ":"secevent+jwt"}"#, &c);
+    assert!(verify(&t, &p, &k, NOW, &NoNative, true).is_ok());
+    let t = eddsa(r#"{"alg":"EdDSA","kid":"ed","typ":"JWT"}"#, &c);
+    assert_eq!(verify(&t, &p, &k, NOW, &NoNative, true).unwrap_err(), Reason::TokenType);
+}
+
+#[test]
 fn numeric_dates() {
     let m = |v: Value| json!({"exp": v}).as_object().unwrap().clone();
     assert_eq!(numeric_date(&m(json!(5)), "exp"), Ok(Some(5)));
@@ -160,7 +184,12 @@ fn numeric_dates() {
     assert_eq!(numeric_date(&m(json!(0.0)), "exp"), Ok(Some(0)));
     assert_eq!(numeric_date(&m(json!(-1)), "exp"), Err(Reason::TokenClaims));
     assert_eq!(numeric_date(&m(json!(-0.5)), "exp"), Err(Reason::TokenClaims));
-    assert_eq!(numeric_date(&m(json!(1e300)), "exp"), Ok(Some(u64::MAX)), "saturates");
+    // Outside ±2^53 is refused (Envoy's jwt_authn refuses it as out of range): exp = 2^64 - 1
+    // must never read as "never expires".
+    assert_eq!(numeric_date(&m(json!(1e300)), "exp"), Err(Reason::TokenClaims));
+    assert_eq!(numeric_date(&m(json!(u64::MAX)), "exp"), Err(Reason::TokenClaims));
+    assert_eq!(numeric_date(&m(json!(MAX_NUMERIC_DATE)), "exp"), Ok(Some(MAX_NUMERIC_DATE)));
+    assert_eq!(numeric_date(&m(json!(MAX_NUMERIC_DATE + 1)), "exp"), Err(Reason::TokenClaims));
     assert_eq!(numeric_date(&m(json!("5")), "exp"), Err(Reason::TokenClaims));
     assert_eq!(numeric_date(&m(json!(null)), "exp"), Err(Reason::TokenClaims));
     assert_eq!(numeric_date(&m(json!(5)), "nbf"), Ok(None));
