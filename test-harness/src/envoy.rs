@@ -105,6 +105,15 @@ pub fn listener(name: &str, filters: Vec<Value>, route_cluster: Option<&str>) ->
     })
 }
 
+/// Sets `use_remote_address: true` on a [`listener`]'s HTTP connection manager: the client
+/// address (`source.address`) is then the TCP peer's, and `X-Forwarded-For` is only appended
+/// to, never trusted. Envoy's default (`false`) takes the client address from the last
+/// `X-Forwarded-For` entry, which any client can write.
+pub fn with_use_remote_address(mut listener: Value) -> Value {
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["use_remote_address"] = json!(true);
+    listener
+}
+
 /// A whole bootstrap.
 pub fn bootstrap(listeners: Vec<Value>, clusters: Vec<Value>) -> Value {
     json!({

@@ -69,6 +69,19 @@ impl Response {
 /// Adds `Host` and `Connection: close` unless given in `headers`, and `Content-Length`
 /// when there is a body (unless `Content-Length` or `Transfer-Encoding` is given).
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> io::Result<Response> {
+    request_with_timeout(method, url, headers, body, CLIENT_TIMEOUT)
+}
+
+/// [`request`] with its own read and write timeout (a test that must fail rather than hang
+/// on a request that is never answered). The method and the path are sent exactly as given:
+/// nothing is normalised (`/a/../b`, `//b`, `%2F` and lower-case methods reach the peer as-is).
+pub fn request_with_timeout(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> io::Result<Response> {
     let (authority, path) = split_url(url)?;
     let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
 
@@ -91,7 +104,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
 
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body.unwrap_or_default());
-    exchange(authority, &raw, method.eq_ignore_ascii_case("HEAD"))
+    exchange(authority, &raw, method.eq_ignore_ascii_case("HEAD"), timeout)
 }
 
 /// `GET url`.
@@ -109,7 +122,7 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Resp
 pub fn request_raw(addr: &str, raw: &[u8]) -> io::Result<Response> {
     let authority = addr.strip_prefix("http://").unwrap_or(addr);
     let authority = authority.split('/').next().unwrap_or(authority);
-    exchange(authority, raw, false)
+    exchange(authority, raw, false, CLIENT_TIMEOUT)
 }
 
 /// `Authorization` header value for HTTP Basic authentication.
@@ -197,10 +210,10 @@ fn connect(authority: &str) -> io::Result<TcpStream> {
     Err(last)
 }
 
-fn exchange(authority: &str, raw: &[u8], head_request: bool) -> io::Result<Response> {
+fn exchange(authority: &str, raw: &[u8], head_request: bool, timeout: Duration) -> io::Result<Response> {
     let mut stream = connect(authority)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     stream.write_all(raw)?;
     stream.flush()?;

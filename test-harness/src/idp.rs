@@ -102,6 +102,8 @@ pub enum Behavior {
     Stall,
     /// Wait, then answer normally.
     Delay(Duration),
+    /// Wait, then answer this status with a small JSON body (a slow failure).
+    DelayThenStatus(Duration, u16),
     /// `200`, `content-type: application/json`, body `<<not json>>`.
     Garbage,
     /// Close the connection without answering.
@@ -1007,6 +1009,13 @@ fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal) -> Reply 
                     return Reply::Close;
                 }
                 break;
+            }
+            Behavior::DelayThenStatus(delay, status) => {
+                drop(state);
+                if !stop.sleep(delay) {
+                    return Reply::Close;
+                }
+                return json_reply(status, json!({"error": "injected_fault", "status": status}));
             }
             Behavior::Stall => {
                 if stop.is_stopped() {
