@@ -89,3 +89,29 @@ bench: build envoy noop-wasm ## Performance contract: Envoy + wrk, every scenari
 bench-core: ## The pure core alone: criterion micro-benchmark + callgrind instruction counts
 	$(CARGO) bench --locked -p portcullis --bench core
 	bash bench/callgrind.sh
+
+# --- Fuzzing (fuzz/README.md) -----------------------------------------------------------------
+.PHONY: fuzz
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := token jwks config form introspection rls path
+
+# New inputs go to fuzz/target/corpus/<target>; the committed fuzz/corpus/<target> is only read.
+fuzz: ## Fuzz campaign (nightly + cargo-fuzz): each target for FUZZ_SECONDS (default 60) s
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cd fuzz && $(CARGO) +nightly fuzz build -a
+	@failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus/$$t; log=fuzz/target/fuzz-$$t.log; \
+	  (cd fuzz && $(CARGO) +nightly fuzz run -a $$t target/corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1) >$$log 2>&1 || failed="$$failed $$t"; \
+	  runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log | tail -n 1); \
+	  rate=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $$log | tail -n 1); \
+	  secs=$$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' $$log | tail -n 1); \
+	  new=$$(ls fuzz/target/corpus/$$t | wc -l); \
+	  printf '%-14s %12s execs %5s s %8s exec/s %6s new corpus files  (log: %s)\n' \
+	    $$t "$${runs:-?}" "$${secs:-?}" "$${rate:-?}" "$$new" $$log; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: FINDINGS in:$$failed (inputs under fuzz/artifacts/<target>/, see the logs)"; exit 1; fi; \
+	echo "fuzz: no findings"
