@@ -1,9 +1,9 @@
 //! The introspection results shared by all workers (keyed by SHA-256 of the token, never the
 //! token) and the single-flight lease: one introspection per token across workers.
 
-use sha2::{Digest, Sha256};
-
 use super::*;
+use crate::store::lease::{self, Lease};
+use crate::store::slots::{self, Decision};
 
 // ---------------------------------------------------------------------------------------------
 // Shared cache
@@ -14,58 +14,46 @@ pub(super) const KIND_CLAIMS: u8 = 1;
 pub(super) const KIND_JWT: u8 = 2;
 /// version, active, kind, digest (32), expiry (8).
 pub(super) const ENTRY_HEADER: usize = 3 + 32 + 8;
-/// digest (32), expiry (8).
-pub(super) const LEASE_LEN: usize = 32 + 8;
+
+/// The cache table's name in shared data (slot keys are `introspect.<slot>`).
+pub const TABLE: &str = "introspect";
+/// The lease table's name (keys `introspect.lease.<slot>`).
+pub const LEASES: &str = "introspect.lease";
 
 /// The shared-data key of a cache slot.
 pub fn cache_key(slot: u64) -> String {
-    format!("introspect.{slot}")
+    slots::slot_key(TABLE, slot)
 }
 
 /// The shared-data key of a lease slot.
 pub fn lease_key(slot: u64) -> String {
-    format!("introspect.lease.{slot}")
-}
-
-/// The token's SHA-256 and its two candidate slots (`slots` must be non-zero).
-pub(super) fn locate(token: &str, slots: u64) -> ([u8; 32], u64, u64) {
-    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let word = |i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&digest[i..i + 8]);
-        u64::from_le_bytes(w)
-    };
-    let a = word(0) % slots;
-    let mut b = word(8) % slots;
-    if b == a && slots > 1 {
-        b = (a + 1) % slots;
-    }
-    (digest, a, b)
+    slots::slot_key(LEASES, slot)
 }
 
 pub(super) fn u64_at(v: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(v.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// A decoded cache entry, borrowing its payload.
-pub(super) struct Entry<'a> {
+/// A decoded cache entry.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
     active: bool,
     kind: u8,
-    digest: &'a [u8],
+    digest: [u8; 32],
     expires_ms: u64,
-    payload: &'a [u8],
+    payload: Vec<u8>,
 }
 
-pub(super) fn decode_entry(v: &[u8]) -> Option<Entry<'_>> {
+pub(super) fn decode_entry(v: &[u8]) -> Option<Entry> {
     if v.len() < ENTRY_HEADER || v.first() != Some(&ENTRY_VERSION) {
         return None;
     }
     Some(Entry {
         active: *v.get(1)? == 1,
         kind: *v.get(2)?,
-        digest: v.get(3..35)?,
+        digest: v.get(3..35)?.try_into().ok()?,
         expires_ms: u64_at(v, 35)?,
-        payload: v.get(ENTRY_HEADER..)?,
+        payload: v.get(ENTRY_HEADER..)?.to_vec(),
     })
 }
 
@@ -85,18 +73,18 @@ pub(super) fn encode_entry(r: &Introspected, digest: &[u8; 32], expires_ms: u64)
     Some(out)
 }
 
-pub(super) fn materialize(e: &Entry<'_>, now_ms: u64) -> Option<Introspected> {
+pub(super) fn materialize(e: &Entry, now_ms: u64) -> Option<Introspected> {
     let ttl_ms = e.expires_ms.saturating_sub(now_ms);
     if !e.active {
         return Some(Introspected::inactive(ttl_ms));
     }
     let (claims, jwt) = match e.kind {
         KIND_JWT => {
-            let token = std::str::from_utf8(e.payload).ok()?;
+            let token = std::str::from_utf8(&e.payload).ok()?;
             let claims = jwt::parse(token, usize::MAX).ok()?.claims;
             (claims, Some(token.to_string()))
         }
-        KIND_CLAIMS => (serde_json::from_slice::<Map<String, Value>>(e.payload).ok()?, None),
+        KIND_CLAIMS => (serde_json::from_slice::<Map<String, Value>>(&e.payload).ok()?, None),
         _ => return None,
     };
     Some(Introspected { active: true, claims, jwt, response_jwt: None, ttl_ms })
@@ -108,17 +96,12 @@ pub fn cache_get(store: &dyn SharedStore, slots: u64, token: &str, now_ms: u64) 
     if slots == 0 {
         return None;
     }
-    let (digest, a, b) = locate(token, slots);
-    let candidates = if a == b { &[a][..] } else { &[a, b][..] };
-    for &slot in candidates {
-        let (value, _) = store.get(&cache_key(slot));
-        if let Some(e) = value.as_deref().and_then(decode_entry) {
-            if e.digest == digest.as_slice() && e.expires_ms > now_ms {
-                return materialize(&e, now_ms);
-            }
-        }
-    }
-    None
+    let at = slots::locate(token.as_bytes(), slots);
+    let read = slots::read(store, TABLE, &at, &decode_entry, &|e: &Entry| e.digest == at.digest);
+    read.iter()
+        .filter_map(|c| c.record.as_ref())
+        .find(|e| e.digest == at.digest && e.expires_ms > now_ms)
+        .and_then(|e| materialize(e, now_ms))
 }
 
 /// Caches `result` for `token` for `result.ttl_ms` from `now_ms` (best effort: a lost race,
@@ -129,43 +112,46 @@ pub fn cache_put(store: &dyn SharedStore, slots: u64, token: &str, result: &Intr
     if slots == 0 || result.ttl_ms == 0 {
         return;
     }
-    let (digest, a, b) = locate(token, slots);
+    let at = slots::locate(token.as_bytes(), slots);
     let expires_ms = now_ms.saturating_add(result.ttl_ms);
-    let Some(value) = encode_entry(result, &digest, expires_ms) else { return };
+    let Some(value) = encode_entry(result, &at.digest, expires_ms) else { return };
     if value.len() > MAX_ENTRY_BYTES {
         return;
     }
-    let candidates = if a == b { vec![a] } else { vec![a, b] };
-    for _ in 0..MAX_CAS_RETRIES {
-        let read: Vec<(u64, u32, Held)> = candidates
-            .iter()
-            .map(|&slot| {
-                let (v, cas) = store.get(&cache_key(slot));
-                let held = match v.as_deref().and_then(decode_entry) {
-                    Some(e) if e.digest == digest.as_slice() => Held::Own,
-                    Some(e) if e.expires_ms > now_ms => Held::Other(e.expires_ms),
-                    _ => Held::Free,
-                };
-                (slot, cas, held)
-            })
-            .collect();
-        // The token's own entry, else an empty or expired slot, else the live entry expiring
-        // sooner — if it would not outlive the new one.
-        let target =
-            read.iter().find(|r| r.2 == Held::Own).or_else(|| read.iter().find(|r| r.2 == Held::Free)).or_else(|| {
-                read.iter()
-                    .filter_map(|r| match r.2 {
-                        Held::Other(e) if e <= expires_ms => Some((e, r)),
-                        _ => None,
-                    })
-                    .min_by_key(|(e, _)| *e)
-                    .map(|(_, r)| r)
-            });
-        let Some(&(slot, cas, _)) = target else { return };
-        if store.set(&cache_key(slot), &value, cas).is_ok() {
-            return;
-        }
-    }
+    let _ = slots::update(
+        store,
+        TABLE,
+        &at,
+        decode_entry,
+        |e: &Entry| e.digest == at.digest,
+        |read| {
+            let held = |c: &slots::Candidate<Entry>| match &c.record {
+                Some(e) if e.digest == at.digest => Held::Own,
+                Some(e) if e.expires_ms > now_ms => Held::Other(e.expires_ms),
+                _ => Held::Free,
+            };
+            // The token's own entry, else an empty or expired slot, else the live entry expiring
+            // sooner — if it would not outlive the new one.
+            let target = read
+                .iter()
+                .position(|c| held(c) == Held::Own)
+                .or_else(|| read.iter().position(|c| held(c) == Held::Free))
+                .or_else(|| {
+                    read.iter()
+                        .enumerate()
+                        .filter_map(|(i, c)| match held(c) {
+                            Held::Other(e) if e <= expires_ms => Some((e, i)),
+                            _ => None,
+                        })
+                        .min_by_key(|(e, _)| *e)
+                        .map(|(_, i)| i)
+                });
+            match target {
+                Some(index) => Decision::Write { index, bytes: value.clone(), answer: () },
+                None => Decision::Answer(()),
+            }
+        },
+    );
 }
 
 /// What a cache slot holds, as seen by one token.
@@ -182,20 +168,6 @@ pub(super) enum Held {
 // ---------------------------------------------------------------------------------------------
 // Single flight
 
-pub(super) fn decode_lease(v: &[u8]) -> Option<(&[u8], u64)> {
-    if v.len() != LEASE_LEN {
-        return None;
-    }
-    Some((v.get(..32)?, u64_at(v, 32)?))
-}
-
-pub(super) fn encode_lease(digest: &[u8; 32], expires_ms: u64) -> [u8; LEASE_LEN] {
-    let mut out = [0u8; LEASE_LEN];
-    out[..32].copy_from_slice(digest);
-    out[32..].copy_from_slice(&expires_ms.to_le_bytes());
-    out
-}
-
 /// Asks to introspect `token` now. `false` means another request (any worker) is introspecting
 /// this very token and holds the lease until it ends or `hold_ms` passes: wait for its cached
 /// result rather than calling the endpoint again. `true` means go ahead: the lease is ours, or
@@ -207,25 +179,9 @@ pub fn try_begin(store: &dyn SharedStore, slots: u64, token: &str, now_ms: u64, 
     if slots == 0 {
         return true;
     }
-    let (digest, slot, _) = locate(token, slots);
-    let key = lease_key(slot);
-    let live_holder = |v: Option<Vec<u8>>| -> Option<bool> {
-        let v = v?;
-        let (holder, expires_ms) = decode_lease(&v)?;
-        (expires_ms > now_ms).then(|| holder == digest.as_slice())
-    };
-    let (value, cas) = store.get(&key);
-    match live_holder(value) {
-        Some(true) => return false,
-        Some(false) => return true,
-        None => {}
-    }
-    if store.set(&key, &encode_lease(&digest, now_ms.saturating_add(hold_ms)), cas).is_ok() {
-        return true;
-    }
-    // Lost the race: someone else just took the lease, perhaps for this same token.
-    let (value, _) = store.get(&key);
-    live_holder(value) != Some(true)
+    let at = slots::locate(token.as_bytes(), slots);
+    let Some(&slot) = at.candidates().first() else { return true };
+    lease::try_take(store, &lease_key(slot), &at.digest, now_ms, hold_ms) != Lease::Held { same: true }
 }
 
 /// Ends this token's lease (best effort) once its result is cached or the callout failed, so
@@ -234,10 +190,8 @@ pub fn end(store: &dyn SharedStore, slots: u64, token: &str) {
     if slots == 0 {
         return;
     }
-    let (digest, slot, _) = locate(token, slots);
-    let key = lease_key(slot);
-    let (value, cas) = store.get(&key);
-    if value.as_deref().and_then(decode_lease).is_some_and(|(holder, _)| holder == digest.as_slice()) {
-        let _ = store.set(&key, &encode_lease(&digest, 0), cas);
+    let at = slots::locate(token.as_bytes(), slots);
+    if let Some(&slot) = at.candidates().first() {
+        lease::release(store, &lease_key(slot), &at.digest);
     }
 }

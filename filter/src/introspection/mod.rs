@@ -97,8 +97,8 @@ pub const DEFAULT_CACHE_SLOTS: u64 = 4096;
 /// The largest encoded cache entry; larger results are simply not cached. With the default
 /// slot count this bounds the table at 32 MiB in the worst case (typical entries are ~1 KiB).
 pub const MAX_ENTRY_BYTES: usize = 8 * 1024;
-/// Bounded retries of the cache's CAS loop (caching is best effort).
-pub const MAX_CAS_RETRIES: u32 = 4;
+/// Bounded retries of the cache's CAS loop: the one slot table's (caching is best effort).
+pub use crate::store::slots::MAX_CAS_RETRIES;
 
 /// `Accept` when JWT answers are wanted: the phantom-token by-value JWT first, then RFC 9701,
 /// then plain RFC 7662 JSON.

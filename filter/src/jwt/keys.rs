@@ -167,7 +167,8 @@ impl Keys {
                 continue;
             }
             let lease = cfg.providers[i].store_ns.key("jwkslease");
-            if !store::try_lease(store, &lease, now_ms, 2 * r.timeout_ms + 1000) {
+            if store::lease::try_take(store, &lease, b"", now_ms, 2 * r.timeout_ms + 1000) != store::lease::Lease::Taken
+            {
                 continue;
             }
             if let Some(mut f) = self.first_fetch(cfg, i) {
@@ -264,7 +265,7 @@ impl Keys {
                     st.next_attempt_ms = 0;
                 }
                 if fetch.leased {
-                    store::release_lease(store, &cfg.providers[i].store_ns.key("jwkslease"));
+                    store::lease::release(store, &cfg.providers[i].store_ns.key("jwkslease"), b"");
                 }
                 Fetched::Published { warnings }
             }
@@ -282,7 +283,7 @@ impl Keys {
             }
         }
         if fetch.leased {
-            store::release_lease(store, &cfg.providers[i].store_ns.key("jwkslease"));
+            store::lease::release(store, &cfg.providers[i].store_ns.key("jwkslease"), b"");
         }
         Fetched::Failed(why)
     }

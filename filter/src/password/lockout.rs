@@ -33,18 +33,17 @@
 //! with one valid account could interleave its own logins to reset the counter of the address
 //! it sprays other usernames from.
 //!
-//! Every update is read → compute → compare-and-swap, retried at most [`MAX_CAS_RETRIES`]
-//! times. The ABI's first write of a key (CAS 0) is unconditional; a read-back detects a lost
-//! claim of a never-used slot.
+//! Every update goes through the one slot table of [`crate::store::slots`]: read → pure
+//! decision → compare-and-swap, at most [`MAX_CAS_RETRIES`] tries, read-back after the ABI's
+//! unconditional first write of a key.
 
-use crate::ratelimit::table::locate;
+use crate::store::slots::{self, Candidate, Decision, Updated};
 use crate::store::SharedStore;
+
+pub use crate::store::slots::MAX_CAS_RETRIES;
 
 /// Counters in a slot's ring (the window is `BUCKETS - 1` sub-windows).
 pub const BUCKETS: usize = 16;
-
-/// Bounded retries of the CAS loop.
-pub const MAX_CAS_RETRIES: u32 = 8;
 
 /// A reasonable table size: 16 384 slots of 96 bytes (≈ 1.5 MiB of shared data).
 pub const DEFAULT_SLOTS: u64 = 16_384;
@@ -165,7 +164,7 @@ fn decode(v: &[u8]) -> Option<Slot> {
 
 /// The shared-data key of a slot.
 pub fn slot_key(slot: u64) -> String {
-    format!("lockout.{slot}")
+    slots::slot_key(TABLE, slot)
 }
 
 impl Slot {
@@ -225,120 +224,109 @@ impl Slot {
     }
 }
 
-type Read = (u64, Option<Slot>, u32);
+/// The table's name in shared data (slot keys are `lockout.<slot>`).
+pub const TABLE: &str = "lockout";
 
-fn read(store: &dyn SharedStore, candidates: &[u64]) -> Vec<Read> {
-    candidates
-        .iter()
-        .map(|&i| {
-            let (v, cas) = store.get(&slot_key(i));
-            (i, v.as_deref().and_then(decode), cas)
-        })
-        .collect()
-}
-
-fn candidates(subject: &str, slots: u64) -> (u64, Vec<u64>) {
-    let (fp, a, b) = locate(subject.as_bytes(), slots);
-    (fp, if a == b { vec![a] } else { vec![a, b] })
-}
-
-fn table_full(read: &[Read], now_ms: u64) -> u64 {
-    read.iter().filter_map(|(_, s, _)| s.map(|s| s.ms_until_idle(now_ms))).min().unwrap_or(1000)
+fn ms_until_idle_of(read: &[Candidate<Slot>], now_ms: u64) -> u64 {
+    read.iter().filter_map(|c| c.record.map(|s| s.ms_until_idle(now_ms))).min().unwrap_or(1000)
 }
 
 /// Whether `subject` may try now (read only).
 pub fn check(store: &dyn SharedStore, slots: u64, subject: &str, policy: &Policy, now_ms: u64) -> Status {
-    let (fp, cands) = candidates(subject, slots);
-    let read = read(store, &cands);
-    if let Some((_, Some(own), _)) = read.iter().find(|(_, s, _)| s.is_some_and(|s| s.fp == fp)) {
+    let at = slots::locate(subject.as_bytes(), slots);
+    let fp = at.fp;
+    let read = slots::read(store, TABLE, &at, &decode, &|s: &Slot| s.fp == fp);
+    if let Some(own) = read.iter().find_map(|c| c.record.filter(|s| s.fp == fp)) {
         return match own.blocked_for(now_ms) {
             Some(ms) => Status::Blocked { retry_after_ms: ms },
             None => Status::Open,
         };
     }
-    let claimable = read.iter().any(|(_, s, _)| s.is_none_or(|s| s.is_idle(policy, now_ms)));
+    let claimable = read.iter().any(|c| c.record.is_none_or(|s| s.is_idle(policy, now_ms)));
     if claimable {
         Status::Open
     } else {
-        Status::TableFull { retry_after_ms: table_full(&read, now_ms) }
+        Status::TableFull { retry_after_ms: ms_until_idle_of(&read, now_ms) }
     }
-}
-
-/// Writes `slot` with CAS; after a first (unconditional) write, checks the slot is still ours.
-fn write(store: &dyn SharedStore, index: u64, slot: &Slot, cas: u32) -> bool {
-    let key = slot_key(index);
-    if store.set(&key, &encode(slot), cas).is_err() {
-        return false;
-    }
-    if cas == 0 {
-        let (v, _) = store.get(&key);
-        return v.as_deref().and_then(decode).is_some_and(|s| s.fp == slot.fp);
-    }
-    true
 }
 
 /// Records a failed login of `subject` (call it for both the username and the address
 /// subjects when every backend rejected the password).
 pub fn record_failure(store: &dyn SharedStore, slots: u64, subject: &str, policy: &Policy, now_ms: u64) -> Recorded {
-    let (fp, cands) = candidates(subject, slots);
-    for _ in 0..MAX_CAS_RETRIES {
-        let read = read(store, &cands);
-        let own = read.iter().find(|(_, s, _)| s.is_some_and(|s| s.fp == fp));
-        let target = own
-            .or_else(|| read.iter().find(|(_, s, _)| s.is_none()))
-            .or_else(|| read.iter().find(|(_, s, _)| s.is_some_and(|s| s.is_idle(policy, now_ms))));
-        let Some(&(index, existing, cas)) = target else {
-            return Recorded::TableFull { retry_after_ms: table_full(&read, now_ms) };
-        };
-        let mut slot = match existing {
-            Some(s) if s.fp == fp => {
-                if let Some(ms) = s.blocked_for(now_ms) {
-                    return Recorded::AlreadyBlocked { retry_after_ms: ms };
+    let at = slots::locate(subject.as_bytes(), slots);
+    let fp = at.fp;
+    let updated = slots::update(
+        store,
+        TABLE,
+        &at,
+        decode,
+        |s: &Slot| s.fp == fp,
+        |read| {
+            let own = read.iter().position(|c| c.record.is_some_and(|s| s.fp == fp));
+            let target = own
+                .or_else(|| read.iter().position(|c| c.record.is_none()))
+                .or_else(|| read.iter().position(|c| c.record.is_some_and(|s| s.is_idle(policy, now_ms))));
+            let Some(index) = target else {
+                return Decision::Answer(Recorded::TableFull { retry_after_ms: ms_until_idle_of(read, now_ms) });
+            };
+            let mut slot = match read.get(index).and_then(|c| c.record) {
+                Some(s) if s.fp == fp => {
+                    if let Some(ms) = s.blocked_for(now_ms) {
+                        return Decision::Answer(Recorded::AlreadyBlocked { retry_after_ms: ms });
+                    }
+                    s
                 }
-                s
+                _ => Slot::fresh(fp, policy, now_ms),
+            };
+            slot.advance(policy, now_ms);
+            let at = (slot.head % BUCKETS as u64) as usize;
+            slot.counts[at] = slot.counts[at].saturating_add(1);
+            let failures = slot.total();
+            let blocked = failures >= policy.max_failures;
+            if blocked {
+                slot.blocked_until = now_ms.saturating_add(policy.block_ms);
             }
-            _ => Slot::fresh(fp, policy, now_ms),
-        };
-        slot.advance(policy, now_ms);
-        let at = (slot.head % BUCKETS as u64) as usize;
-        slot.counts[at] = slot.counts[at].saturating_add(1);
-        let failures = slot.total();
-        let blocked = failures >= policy.max_failures;
-        if blocked {
-            slot.blocked_until = now_ms.saturating_add(policy.block_ms);
-        }
-        if !write(store, index, &slot, cas) {
-            continue;
-        }
-        return if blocked {
-            Recorded::Blocked { retry_after_ms: policy.block_ms }
-        } else {
-            Recorded::Counted { failures }
-        };
+            let answer = if blocked {
+                Recorded::Blocked { retry_after_ms: policy.block_ms }
+            } else {
+                Recorded::Counted { failures }
+            };
+            Decision::Write { index, bytes: encode(&slot).to_vec(), answer }
+        },
+    );
+    match updated {
+        Updated::Done(r) => r,
+        Updated::Contended => Recorded::Contended,
     }
-    Recorded::Contended
 }
 
 /// Records a successful login of `subject` (call it for the **username** subject only):
 /// clears its failures so earlier typos do not linger. A blocked subject stays blocked, and a
 /// subject without a slot claims none. Returns true when a count was cleared.
 pub fn record_success(store: &dyn SharedStore, slots: u64, subject: &str, policy: &Policy, now_ms: u64) -> bool {
-    let (fp, cands) = candidates(subject, slots);
-    for _ in 0..MAX_CAS_RETRIES {
-        let read = read(store, &cands);
-        let Some(&(index, Some(mut slot), cas)) = read.iter().find(|(_, s, _)| s.is_some_and(|s| s.fp == fp)) else {
-            return false;
-        };
-        if slot.blocked_for(now_ms).is_some() || slot.total() == 0 {
-            return false;
-        }
-        slot.advance(policy, now_ms);
-        slot.counts = [0; BUCKETS];
-        if write(store, index, &slot, cas) {
-            return true;
-        }
-    }
-    false
+    let at = slots::locate(subject.as_bytes(), slots);
+    let fp = at.fp;
+    let updated = slots::update(
+        store,
+        TABLE,
+        &at,
+        decode,
+        |s: &Slot| s.fp == fp,
+        |read| {
+            let Some((index, mut slot)) =
+                read.iter().enumerate().find_map(|(i, c)| c.record.filter(|s| s.fp == fp).map(|s| (i, s)))
+            else {
+                return Decision::Answer(false);
+            };
+            if slot.blocked_for(now_ms).is_some() || slot.total() == 0 {
+                return Decision::Answer(false);
+            }
+            slot.advance(policy, now_ms);
+            slot.counts = [0; BUCKETS];
+            Decision::Write { index, bytes: encode(&slot).to_vec(), answer: true }
+        },
+    );
+    updated == Updated::Done(true)
 }
 
 #[cfg(test)]
@@ -564,8 +552,8 @@ mod tests {
         assert_eq!(decode(b"garbage"), None);
         // A garbage value is an empty slot, claimable.
         let s = MemStore::default();
-        let (_, cands) = candidates("user:g", 1);
-        s.set(&slot_key(cands[0]), b"garbage", 0).unwrap();
+        let at = slots::locate(b"user:g", 1);
+        s.set(&slot_key(at.candidates()[0]), b"garbage", 0).unwrap();
         assert_eq!(record_failure(&s, 1, "user:g", &P, 0), Recorded::Counted { failures: 1 });
     }
 }

@@ -1,7 +1,7 @@
 //! The shared bucket table: bounded memory, exact across workers (SPEC C3).
 //!
 //! Buckets live in Proxy-Wasm shared data, one key per **slot** of a fixed-size table
-//! (`portcullis.rl.<slot>`), so memory is bounded by `max_clients` slots however many
+//! (`rl.<slot>` in the rate-limit namespace), so memory is bounded by `max_clients` slots however many
 //! distinct clients appear. A client (identity + plan) hashes (SHA-256) to a 64-bit
 //! fingerprint and two candidate slots:
 //!
@@ -14,21 +14,19 @@
 //! 3. if both candidates hold active buckets of other clients, the table is full there: the
 //!    request is refused with 429 and a `Retry-After` until the sooner one is idle.
 //!
-//! Every update is read → compute → compare-and-swap, retried a bounded number of times;
-//! exhausting the retries refuses the request (counted). Refill is lazy, from timestamps.
+//! Every update goes through the one slot table of [`crate::store::slots`] (read → pure
+//! decision → compare-and-swap, bounded retries, read-back after a first write); exhausting
+//! the retries refuses the request (counted). Refill is lazy, from timestamps.
 //!
 //! Limit of the Proxy-Wasm ABI: a CAS of 0 (first write of a key) is unconditional, so two
 //! workers creating the *same never-used slot* at the same instant may lose one request's
-//! charge; every later update of that slot is an exact CAS. Read-back after a first write
-//! detects a lost claim of the slot itself.
-
-use sha2::{Digest, Sha256};
+//! charge; every later update of that slot is an exact CAS.
 
 use super::bucket::{Bucket, Outcome, Rate};
+use crate::store::slots::{self, Decision, Updated};
 use crate::store::SharedStore;
 
-/// Bounded retries of the CAS loop.
-pub const MAX_CAS_RETRIES: u32 = 8;
+pub use crate::store::slots::MAX_CAS_RETRIES;
 
 /// What a take on the table decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,78 +70,57 @@ fn decode(v: &[u8]) -> Option<Slot> {
     })
 }
 
+/// The table's name in shared data (slot keys are `rl.<slot>`, in the plan's namespace).
+pub const TABLE: &str = "rl";
+
 /// The shared-data key of a slot.
 pub fn slot_key(slot: u64) -> String {
-    format!("rl.{slot}")
-}
-
-/// Fingerprint and the two candidate slots of an identity.
-pub fn locate(identity: &[u8], slots: u64) -> (u64, u64, u64) {
-    let h = Sha256::digest(identity);
-    let word =
-        |i: usize| u64::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3], h[i + 4], h[i + 5], h[i + 6], h[i + 7]]);
-    let fp = word(0).max(1); // 0 marks "never a client"
-    let slots = slots.max(1);
-    let a = word(8) % slots;
-    let mut b = word(16) % slots;
-    if b == a && slots > 1 {
-        b = (a + 1) % slots;
-    }
-    (fp, a, b)
+    slots::slot_key(TABLE, slot)
 }
 
 /// Charges `cost` to the bucket of `identity` under `rate`, at `now_ms`.
 pub fn take(store: &dyn SharedStore, slots: u64, identity: &[u8], rate: Rate, cost: u64, now_ms: u64) -> Taken {
-    let (fp, a, b) = locate(identity, slots);
-    let candidates = if a == b { vec![a] } else { vec![a, b] };
-    for _ in 0..MAX_CAS_RETRIES {
-        // Most requests find their bucket in the first candidate: read the second only if not.
-        let read_slot = |i: u64| {
-            let (v, cas) = store.get(&slot_key(i));
-            (i, v.as_deref().and_then(decode), cas)
-        };
-        let first = read_slot(candidates[0]);
-        let read: Vec<(u64, Option<Slot>, u32)> = if first.1.is_some_and(|s| s.fp == fp) || candidates.len() == 1 {
-            vec![first]
-        } else {
-            vec![first, read_slot(candidates[1])]
-        };
-        // 1. The client's own bucket.
-        let own = read.iter().find(|(_, s, _)| s.is_some_and(|s| s.fp == fp));
-        // 2. An empty slot, else an idle one.
-        let target = own
-            .or_else(|| read.iter().find(|(_, s, _)| s.is_none()))
-            .or_else(|| read.iter().find(|(_, s, _)| s.is_some_and(|s| s.rate.is_full(s.bucket, now_ms))));
-        let Some(&(slot, existing, cas)) = target else {
-            let retry = read.iter().filter_map(|(_, s, _)| s.map(|s| ms_until_full(s, now_ms))).min().unwrap_or(1000);
-            return Taken::TableFull { retry_after_ms: retry };
-        };
-        let bucket = match existing {
-            // Our own bucket; if the plan changed, keep the level within the new capacity.
-            Some(s) if s.fp == fp => Bucket {
-                level: s.rate.level_at(s.bucket, now_ms).min(rate.capacity()),
-                at_ms: now_ms.max(s.bucket.at_ms),
-            },
-            // A claimed (empty or idle) slot starts full: the client has no bucket anywhere
-            // else (its fingerprint is in neither candidate).
-            _ => rate.full(now_ms),
-        };
-        let (next, outcome) = rate.take(bucket, cost, now_ms);
-        let value = encode(&Slot { fp, rate, bucket: next });
-        let key = slot_key(slot);
-        if store.set(&key, &value, cas).is_err() {
-            continue;
-        }
-        if cas == 0 {
-            // First write of this key was unconditional: check we still own it.
-            let (v, _) = store.get(&key);
-            if v.as_deref().and_then(decode).is_none_or(|s| s.fp != fp) {
-                continue;
+    let at = slots::locate(identity, slots);
+    let fp = at.fp;
+    let decided = slots::update(
+        store,
+        TABLE,
+        &at,
+        decode,
+        |s: &Slot| s.fp == fp,
+        |read| {
+            // 1. The client's own bucket; 2. an empty slot, else an idle (full) one.
+            let own = read.iter().position(|c| c.record.is_some_and(|s| s.fp == fp));
+            let target = own
+                .or_else(|| read.iter().position(|c| c.record.is_none()))
+                .or_else(|| read.iter().position(|c| c.record.is_some_and(|s| s.rate.is_full(s.bucket, now_ms))));
+            let Some(index) = target else {
+                let retry =
+                    read.iter().filter_map(|c| c.record.map(|s| ms_until_full(s, now_ms))).min().unwrap_or(1000);
+                return Decision::Answer(Taken::TableFull { retry_after_ms: retry });
+            };
+            let bucket = match read.get(index).and_then(|c| c.record) {
+                // Our own bucket; if the plan changed, keep the level within the new capacity.
+                Some(s) if s.fp == fp => Bucket {
+                    level: s.rate.level_at(s.bucket, now_ms).min(rate.capacity()),
+                    at_ms: now_ms.max(s.bucket.at_ms),
+                },
+                // A claimed (empty or idle) slot starts full: the client has no bucket anywhere
+                // else (its fingerprint is in neither candidate).
+                _ => rate.full(now_ms),
+            };
+            let (next, outcome) = rate.take(bucket, cost, now_ms);
+            Decision::Write {
+                index,
+                bytes: encode(&Slot { fp, rate, bucket: next }).to_vec(),
+                answer: Taken::Bucket(outcome),
             }
-        }
-        return Taken::Bucket(outcome);
+        },
+    );
+    match decided {
+        Updated::Done(t) => t,
+        Updated::Contended => Taken::Contended,
     }
-    Taken::Contended
 }
 
 fn ms_until_full(s: Slot, now_ms: u64) -> u64 {
@@ -250,7 +227,7 @@ mod tests {
         let slot = Slot { fp: 3, rate: FREE, bucket: Bucket { level: 5, at_ms: 6 } };
         assert_eq!(decode(&encode(&slot)), Some(slot));
         assert_eq!(decode(b"garbage"), None);
-        let (fp, a, b) = locate(b"id", 2);
-        assert!(fp != 0 && a != b && a < 2 && b < 2);
+        let at = slots::locate(b"id", 2);
+        assert!(at.fp != 0 && at.candidates().len() == 2 && at.candidates().iter().all(|c| *c < 2));
     }
 }

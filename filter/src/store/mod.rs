@@ -16,6 +16,9 @@
 //! its records (one key-set fetch, one bucket per client, across listeners). The format version
 //! makes a module upgrade start from empty records instead of misreading old ones.
 
+pub mod lease;
+pub mod slots;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -86,26 +89,6 @@ impl SharedStore for Scoped<'_> {
     }
 }
 
-/// Tries to take a lease until `now_ms + hold_ms`. At most one holder at a time across
-/// workers; an expired lease can be taken over. Returns true when taken.
-pub fn try_lease(store: &dyn SharedStore, key: &str, now_ms: u64, hold_ms: u64) -> bool {
-    let (value, cas) = store.get(key);
-    if let Some(v) = value {
-        if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
-            if u64::from_le_bytes(b) > now_ms {
-                return false;
-            }
-        }
-    }
-    store.set(key, &(now_ms + hold_ms).to_le_bytes(), cas).is_ok()
-}
-
-/// Releases a lease early (sets its expiry to 0) — best effort.
-pub fn release_lease(store: &dyn SharedStore, key: &str) {
-    let (_, cas) = store.get(key);
-    let _ = store.set(key, &0u64.to_le_bytes(), cas);
-}
-
 /// An in-memory store for tests and hosts without shared data. CAS tokens count writes.
 #[derive(Default)]
 pub struct MemStore {
@@ -145,16 +128,6 @@ impl SharedStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lease_is_exclusive_until_expiry() {
-        let s = MemStore::default();
-        assert!(try_lease(&s, "l", 1000, 500));
-        assert!(!try_lease(&s, "l", 1200, 500));
-        assert!(try_lease(&s, "l", 1500, 500), "expired lease can be taken");
-        release_lease(&s, "l");
-        assert!(try_lease(&s, "l", 1501, 500));
-    }
 
     #[test]
     fn namespaces_separate_configurations() {
