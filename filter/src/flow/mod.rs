@@ -1,16 +1,19 @@
-//! The per-request pipeline, sans-IO:
+//! THE request path, sans-IO, and the only code that knows why a request waits:
 //!
 //! ```text
-//! start(ctx, request)            -> Step
-//! resume(ctx, pending, reply)    -> Step
-//! Step = Done(Decision) | Callout(Fetch, Pending)
+//! start(ctx, request)              -> Step
+//! advance(ctx, pending, input)     -> Step
+//! Step    = Done(Decision) | Dispatch(Outbound, Pending) | Park(Pending)
+//!         | ReadBody { max, early, pending }
+//! Pending = Auth(..) | Token(..)          (a route's check | the token endpoint)
+//! Input   = Reply(&Reply) | Tick | Body(&[u8]) | BodyTooLarge
 //! ```
 //!
 //! A [`Decision`] says what the host must do (continue with these header mutations, or send
 //! this local reply) plus the counters to bump. The core never performs I/O: a request that
-//! needs a fetch (an unknown `kid` on a remote key set) returns the fetch as data; the host
-//! dispatches it and calls [`resume`] with the reply, and the request is evaluated again
-//! with the new keys (no second refresh).
+//! needs a callout (an unknown `kid`, an introspection, a global rate limit, an identity
+//! backend) returns it as data in [`Step::Dispatch`]; the host sends it and calls [`advance`]
+//! with the reply. Each [`Step`] variant's documentation is the host's complete instruction.
 //!
 //! Policy (SPEC §2, C6):
 //! * The route decides what is required: `none`, `any` of methods, or `all` of them.
@@ -132,35 +135,59 @@ pub struct Decision {
     pub errors: Vec<String>,
 }
 
-/// A request waiting for a callout, a peer or its body.
+/// A request that waits: everything it needs to go on, owned by the host until then.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub(crate) request: RequestView,
-    pub(crate) waiting: Waiting,
-    pub(crate) counters: Vec<Counter>,
-    pub(crate) progress: Progress,
-    pub(crate) grant: Option<Box<crate::flow::token::GrantState>>,
+pub enum Pending {
+    /// A route's check (authentication, authorization, admission).
+    Auth(Box<AuthPending>),
+    /// The token endpoint's password-grant check.
+    Token(Box<token::TokenPending>),
 }
 
-/// What a paused request waits for.
+/// A route's check, paused.
+#[derive(Debug, Clone)]
+pub struct AuthPending {
+    pub(crate) request: RequestView,
+    pub(crate) wait: AuthWait,
+    pub(crate) counters: Vec<Counter>,
+    pub(crate) progress: Progress,
+}
+
+/// What a paused route check waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Waiting {
-    /// An early key-set refresh after an unknown `kid`.
+pub(crate) enum AuthWait {
+    /// An early key-set refresh after an unknown `kid` (the fetch, to resume it).
     Keys(Fetch),
     /// A global rate-limit decision (gRPC `ShouldRateLimit`).
-    Global(GlobalCall),
+    Global,
     /// An introspection callout.
-    Introspection(Callout),
-    /// Another worker is introspecting the same token: poll [`poll`] until its answer is
-    /// cached (the host parks the request and polls on its tick).
-    Peer { since_ms: u64 },
-    /// The request body (password grant), at most `max` bytes. The headers go on before the
-    /// body is read (Proxy-Wasm hosts withhold the body from a filter that holds the
-    /// headers), so the host applies `early` (owned headers removed, canonical `:path`) to
-    /// the headers first — also when the request has no body at all.
-    Body { max: usize, early: Mutations },
-    /// An identity backend (password grant).
-    Backend(Callout),
+    Introspection,
+    /// Another worker is introspecting the same token (parked).
+    Peer,
+}
+
+/// What the host feeds a pending request.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// The answer to the dispatched callout; `Reply::default()` (no status) when it could not
+    /// be dispatched or failed. For gRPC: status `Some(200)` when the call succeeded, the
+    /// response message as the body.
+    Reply(&'a Reply),
+    /// The tick, for a parked request.
+    Tick,
+    /// The whole request body (possibly empty).
+    Body(&'a [u8]),
+    /// The body grew beyond the `max` of [`Step::ReadBody`].
+    BodyTooLarge,
+}
+
+/// A callout for the host to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// An HTTP call (key set, introspection, identity backend, token server).
+    Http(Callout),
+    /// A gRPC call to the rate limit service.
+    Grpc(GlobalCall),
 }
 
 /// A gRPC call to the rate limit service.
@@ -169,13 +196,6 @@ pub struct GlobalCall {
     pub cluster: String,
     pub message: Vec<u8>,
     pub timeout_ms: u64,
-}
-
-impl Pending {
-    /// What this request waits for (the host dispatches it).
-    pub fn waiting(&self) -> &Waiting {
-        &self.waiting
-    }
 }
 
 /// What earlier callouts of this request established.
@@ -195,18 +215,27 @@ enum Need {
     Peer,
 }
 
-/// One step of the pipeline.
+/// One step of the pipeline: the host's complete instructions.
 #[derive(Debug)]
+#[must_use = "a step is an instruction the host must carry out"]
 pub enum Step {
+    /// Decided. Bump the counters; on `Continue`, apply the mutations (if any cannot be
+    /// applied, refuse the request with 500) and let the request go on; on `Reply`, send it.
     Done(Decision),
-    /// Dispatch [`Pending::waiting`] and call [`resume`] with the reply.
-    Callout(Pending),
-    /// Park the request and call [`poll`] on a timer (another worker is introspecting the
-    /// same token).
+    /// Send the callout, keep `Pending`, and call [`advance`] with [`Input::Reply`] when it
+    /// answers — with an empty reply at once if it cannot be sent. Nothing else happens to the
+    /// request meanwhile (its headers wait).
+    Dispatch(Outbound, Pending),
+    /// Keep `Pending` and call [`advance`] with [`Input::Tick`] on every tick until it
+    /// decides (another worker is introspecting the same token; bounded by
+    /// [`MAX_PEER_WAIT_MS`]).
     Park(Pending),
-    /// Buffer the request body (up to `Waiting::Body::max`; beyond, answer
-    /// [`crate::password::payload_too_large`]) and call [`with_body`].
-    ReadBody(Pending),
+    /// Apply `early` to the request headers now (if any cannot be applied, refuse with 500)
+    /// and let them go on — Proxy-Wasm hosts withhold the body from a filter that holds the
+    /// headers. Buffer the body; at its end call [`advance`] with [`Input::Body`] (an empty
+    /// body when the headers ended the stream), or with [`Input::BodyTooLarge`] as soon as it
+    /// exceeds `max` bytes. A body that ends in trailers is refused by the host.
+    ReadBody { max: usize, early: Mutations, pending: Pending },
 }
 
 /// How long a request waits for another worker's introspection before giving up (503).
@@ -246,9 +275,23 @@ pub fn start(ctx: &mut Ctx, mut req: RequestView) -> Step {
     step(ctx, req, Progress { may_refresh: true, ..Progress::default() }, vec![Counter::Requests])
 }
 
-/// Continues a request parked on [`Step::Park`] (called by the host on a timer).
-pub fn poll(ctx: &mut Ctx, pending: Pending) -> Step {
-    let Pending { request, mut counters, progress, .. } = pending;
+/// Continues a pending request with what it waited for.
+pub fn advance(ctx: &mut Ctx, pending: Pending, input: Input) -> Step {
+    match (pending, input) {
+        (Pending::Token(p), input) => token::advance(ctx, *p, input),
+        (Pending::Auth(p), Input::Tick) => poll(ctx, *p),
+        (Pending::Auth(p), Input::Reply(reply)) => resume(ctx, *p, reply),
+        (Pending::Auth(p), Input::Body(_) | Input::BodyTooLarge) => {
+            // A route check never asks for a body: a host bug, refused rather than guessed.
+            let rej = Rejection::new(Reason::Internal, Challenges::default());
+            Step::Done(finish(ctx.cfg, &p.request, Err(rej), p.counters))
+        }
+    }
+}
+
+/// A parked route check, on the tick.
+fn poll(ctx: &mut Ctx, pending: AuthPending) -> Step {
+    let AuthPending { request, mut counters, progress, .. } = pending;
     if progress.peer_since_ms.is_some_and(|t| ctx.now_ms.saturating_sub(t) > MAX_PEER_WAIT_MS) {
         counters.push(Counter::IntrospectionFailed);
         let mut rej = Rejection::new(Reason::IntrospectionUnavailable, Challenges { bearer: true, api_key: false });
@@ -258,29 +301,15 @@ pub fn poll(ctx: &mut Ctx, pending: Pending) -> Step {
     step(ctx, request, progress, counters)
 }
 
-/// Continues a request that waited for its body ([`Step::ReadBody`]).
-pub fn with_body(ctx: &mut Ctx, pending: Pending, body: &[u8]) -> Step {
-    crate::flow::token::with_body(ctx, pending, body)
-}
-
-/// Resumes a request with the reply to its callout (for gRPC: status `Some(200)` when the
-/// call succeeded, with the response message as the body).
-pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
-    if pending.grant.is_some() {
-        return crate::flow::token::on_reply(ctx, pending, reply);
-    }
-    let Pending { request, waiting, mut counters, mut progress, .. } = pending;
-    match waiting {
-        Waiting::Keys(fetch) => {
+/// A route check, with the reply to its callout.
+fn resume(ctx: &mut Ctx, pending: AuthPending, reply: &Reply) -> Step {
+    let AuthPending { request, wait, mut counters, mut progress } = pending;
+    match wait {
+        AuthWait::Keys(fetch) => {
             match ctx.state.keys.on_reply(ctx.cfg, ctx.store, &fetch, reply, ctx.now_ms) {
                 Fetched::Next(next) => {
-                    return Step::Callout(Pending {
-                        request,
-                        waiting: Waiting::Keys(next),
-                        counters,
-                        progress,
-                        grant: None,
-                    });
+                    let out = Outbound::Http(next.callout.clone());
+                    return dispatch(out, request, AuthWait::Keys(next), counters, progress);
                 }
                 Fetched::Published { .. } => {
                     ctx.state.cache.clear();
@@ -290,7 +319,7 @@ pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
             }
             progress.may_refresh = false;
         }
-        Waiting::Global(_) => {
+        AuthWait::Global => {
             let verdict = match reply.status {
                 Some(200) => ratelimit::global::parse(&reply.body),
                 _ => ratelimit::global::Verdict::Failed,
@@ -300,12 +329,16 @@ pub fn resume(ctx: &mut Ctx, pending: Pending, reply: &Reply) -> Step {
             }
             progress.global = Some(verdict);
         }
-        Waiting::Introspection(_) => {
+        AuthWait::Introspection => {
             progress.introspected = Some(on_introspection_reply(ctx, &request, reply, &mut counters));
         }
-        Waiting::Peer { .. } | Waiting::Body { .. } | Waiting::Backend(_) => {}
+        AuthWait::Peer => {}
     }
     step(ctx, request, progress, counters)
+}
+
+fn dispatch(out: Outbound, request: RequestView, wait: AuthWait, counters: Vec<Counter>, progress: Progress) -> Step {
+    Step::Dispatch(out, Pending::Auth(Box::new(AuthPending { request, wait, counters, progress })))
 }
 
 /// Parses an introspection answer, caches it and frees the single-flight lease.
@@ -360,43 +393,21 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
             Err(Need::Refresh(provider)) => {
                 if let Some(fetch) = ctx.state.keys.early_refresh(ctx.cfg, ctx.store, provider, ctx.now_ms) {
                     counters.push(Counter::JwksUnknownKidRefresh);
-                    return Step::Callout(Pending {
-                        request: req,
-                        waiting: Waiting::Keys(fetch),
-                        counters,
-                        progress,
-                        grant: None,
-                    });
+                    let out = Outbound::Http(fetch.callout.clone());
+                    return dispatch(out, req, AuthWait::Keys(fetch), counters, progress);
                 }
                 progress.may_refresh = false;
             }
             Err(Need::Global(call)) => {
-                return Step::Callout(Pending {
-                    request: req,
-                    waiting: Waiting::Global(call),
-                    counters,
-                    progress,
-                    grant: None,
-                });
+                return dispatch(Outbound::Grpc(call), req, AuthWait::Global, counters, progress)
             }
             Err(Need::Introspect(call)) => {
-                return Step::Callout(Pending {
-                    request: req,
-                    waiting: Waiting::Introspection(*call),
-                    counters,
-                    progress,
-                    grant: None,
-                });
+                return dispatch(Outbound::Http(*call), req, AuthWait::Introspection, counters, progress);
             }
             Err(Need::Peer) => {
-                let since_ms = *progress.peer_since_ms.get_or_insert(ctx.now_ms);
-                return Step::Park(Pending {
-                    request: req,
-                    waiting: Waiting::Peer { since_ms },
-                    counters,
-                    progress,
-                    grant: None,
-                });
+                progress.peer_since_ms.get_or_insert(ctx.now_ms);
+                let p = AuthPending { request: req, wait: AuthWait::Peer, counters, progress };
+                return Step::Park(Pending::Auth(Box::new(p)));
             }
         }
     }

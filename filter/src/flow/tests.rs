@@ -72,7 +72,8 @@ fn run(cfg: &Config, state: &mut WorkerState, store: &MemStore, now_s: u64, r: R
 fn decided(step: Step) -> Decision {
     match step {
         Step::Done(d) => d,
-        Step::Callout(p) | Step::Park(p) | Step::ReadBody(p) => panic!("unexpected pause {:?}", p.waiting()),
+        Step::Dispatch(out, _) => panic!("unexpected callout {out:?}"),
+        Step::Park(p) | Step::ReadBody { pending: p, .. } => panic!("unexpected pause {p:?}"),
     }
 }
 
@@ -216,11 +217,12 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
     st.keys.on_reply(&cfg, &store, &f, &reply, NOW * 1000);
 
     let tok = format!("Bearer {}", new.mint(claims()));
-    let Step::Callout(p) = run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])) else {
+    let Step::Dispatch(Outbound::Http(callout), p) =
+        run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)]))
+    else {
         panic!("expected a refresh")
     };
-    let Waiting::Keys(f) = p.waiting() else { panic!("expected a key refresh") };
-    assert_eq!(f.callout.path, "/jwks");
+    assert_eq!(callout.path, "/jwks");
     let reply = Reply { status: Some(200), headers: vec![], body: new.jwks().into_bytes() };
     let mut ctx = Ctx {
         cfg: &cfg,
@@ -230,7 +232,7 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
         signer: &crate::password::NoSigner,
         now_ms: NOW * 1000 + 50,
     };
-    let d = decided(resume(&mut ctx, p, &reply));
+    let d = decided(advance(&mut ctx, p, Input::Reply(&reply)));
     assert_eq!(status(&d), 200);
     assert!(d.counters.contains(&Counter::JwksUnknownKidRefresh) && d.counters.contains(&Counter::JwksFetchOk));
 
@@ -245,7 +247,7 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
     ));
     assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
     // After it, a failed refresh ends in 401 unknown key (not 503: the set is still good).
-    let Step::Callout(p) = run(
+    let Step::Dispatch(_, p) = run(
         &cfg,
         &mut st,
         &store,
@@ -262,7 +264,7 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
         signer: &crate::password::NoSigner,
         now_ms: (NOW + 11) * 1000,
     };
-    let d = decided(resume(&mut ctx, p, &Reply::default()));
+    let d = decided(advance(&mut ctx, p, Input::Reply(&Reply::default())));
     assert_eq!(d.reason, Some(Reason::TokenUnknownKey));
     assert!(d.counters.contains(&Counter::JwksFetchFailed));
 }

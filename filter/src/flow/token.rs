@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::callout::Reply;
 use crate::config::GrantMode;
 use crate::crypto::Path;
-use crate::flow::{self, Action, Ctx, Decision, Pending, Progress, Step, Waiting};
+use crate::flow::{self, Action, Ctx, Decision, Input, Outbound, Pending, Step};
 use crate::password::lockout::{self, Recorded, Status};
 use crate::password::{self, Chain, ChainStep, GrantError, PasswordRequest};
 use crate::request::RequestView;
@@ -33,13 +33,21 @@ use crate::store::Scoped;
 
 /// A token request in flight.
 #[derive(Debug, Clone)]
-pub struct GrantState {
-    body: Vec<u8>,
-    content_type: String,
-    request: Option<PasswordRequest>,
-    chain: Option<Chain>,
-    /// Set once the accepted request is being relayed to the token server.
-    relaying: bool,
+pub struct TokenPending {
+    request: RequestView,
+    counters: Vec<Counter>,
+    stage: Stage,
+}
+
+/// Where a token request stands.
+#[derive(Debug, Clone)]
+enum Stage {
+    /// Its body is being read.
+    Body { content_type: String },
+    /// The identity backends are being asked, newest first.
+    Backends { body: Vec<u8>, content_type: String, login: PasswordRequest, chain: Chain },
+    /// Accepted; the token server's answer is awaited (forward mode).
+    Relay,
 }
 
 /// Shared-data slots of the lockout table.
@@ -118,25 +126,48 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
         // password grant by a lenient token server without our check.
         return Some(reply(password::invalid_request(), Counter::GrantInvalidRequest));
     }
-    let state = GrantState { body: Vec::new(), content_type, request: None, chain: None, relaying: false };
-    Some(Step::ReadBody(Pending {
-        request: req.clone(),
-        waiting: Waiting::Body { max: pg.max_body_bytes, early: flow::base_mutations(ctx.cfg, req) },
-        counters: vec![Counter::Requests],
-        progress: Progress::default(),
-        grant: Some(Box::new(state)),
-    }))
+    let pending =
+        TokenPending { request: req.clone(), counters: vec![Counter::Requests], stage: Stage::Body { content_type } };
+    Some(Step::ReadBody {
+        max: pg.max_body_bytes,
+        early: flow::base_mutations(ctx.cfg, req),
+        pending: Pending::Token(Box::new(pending)),
+    })
+}
+
+/// Continues a token request with what it waited for.
+pub(super) fn advance(ctx: &mut Ctx, p: TokenPending, input: Input) -> Step {
+    let TokenPending { request, counters, stage } = p;
+    match (stage, input) {
+        (Stage::Body { content_type }, Input::Body(body)) => with_body(ctx, request, content_type, body),
+        (Stage::Body { .. }, Input::BodyTooLarge) => reply(password::payload_too_large(), Counter::GrantInvalidRequest),
+        (Stage::Backends { body, content_type, login, mut chain }, Input::Reply(r)) => {
+            let next = chain.on_answer(password::classify(r));
+            next_step(ctx, request, Backends { body, content_type, login, chain }, next)
+        }
+        (Stage::Relay, Input::Reply(r)) => relay(r, counters),
+        // An input this stage never asks for: a host bug, refused rather than guessed.
+        _ => reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
+    }
+}
+
+/// The backend stage's data, while the chain is being walked.
+struct Backends {
+    body: Vec<u8>,
+    content_type: String,
+    login: PasswordRequest,
+    chain: Chain,
 }
 
 /// Continues with the buffered body.
-pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
-    let (Some(pg), Some(mut state)) = (ctx.cfg.password_grant.as_ref(), pending.grant.take()) else {
+fn with_body(ctx: &mut Ctx, request: RequestView, content_type: String, body: &[u8]) -> Step {
+    let Some(pg) = ctx.cfg.password_grant.as_ref() else {
         return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
     if body.len() > pg.max_body_bytes {
         return reply(password::payload_too_large(), Counter::GrantInvalidRequest);
     }
-    let request = match password::password_request(body) {
+    let login = match password::password_request(body) {
         Ok(r) => r,
         Err(GrantError::NotPasswordGrant) => {
             // The early mutations (owned headers, canonical path) went on with the headers.
@@ -146,7 +177,7 @@ pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
         Err(GrantError::InvalidRequest(_)) => return reply(password::invalid_request(), Counter::GrantInvalidRequest),
     };
     if let Some(policy) = &pg.lockout {
-        for subject in subjects(&request, &pending.request) {
+        for subject in subjects(&login, &request) {
             let status = lockout::check(&lockout_table(ctx, pg, &subject), LOCKOUT_SLOTS, &subject, policy, ctx.now_ms);
             // A full table (a flood of other subjects) never blocks a subject that has no
             // failures on record: that would let random usernames lock out innocent users.
@@ -157,49 +188,27 @@ pub fn with_body(ctx: &mut Ctx, mut pending: Pending, body: &[u8]) -> Step {
     }
     let chain = Chain::new(pg.backends.clone());
     let first = chain.start();
-    state.body = body.to_vec();
-    state.request = Some(request);
-    state.chain = Some(chain);
-    pending.grant = Some(state);
-    advance(ctx, pending, first)
+    next_step(ctx, request, Backends { body: body.to_vec(), content_type, login, chain }, first)
 }
 
-/// Continues with an identity backend's answer.
-pub fn on_reply(ctx: &mut Ctx, mut pending: Pending, reply_: &Reply) -> Step {
-    let Some(mut state) = pending.grant.take() else {
-        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
-    };
-    if state.relaying {
-        return relay(reply_, std::mem::take(&mut pending.counters));
-    }
-    let Some(chain) = state.chain.as_mut() else {
-        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
-    };
-    let next = chain.on_answer(password::classify(reply_));
-    pending.grant = Some(state);
-    advance(ctx, pending, next)
-}
-
-fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
+/// Walks the backend chain one step: ask the next backend, or decide.
+fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> Step {
     let Some(pg) = ctx.cfg.password_grant.as_ref() else {
         return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
     };
-    let Some(state) = pending.grant.as_ref() else {
-        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
-    };
-    let (Some(request), Some(chain)) = (state.request.as_ref(), state.chain.as_ref()) else {
-        return reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable);
-    };
+    let Backends { body, content_type, login, chain } = b;
+    let request = &login;
     let failure_logs: Vec<String> = chain
         .failures()
         .iter()
         .map(|(name, why)| format!("identity backend {name:?} failed: {}", why.code()))
         .collect();
     match next {
-        ChainStep::Ask(_) => match chain.next_callout(&state.body, &state.content_type) {
+        ChainStep::Ask(_) => match chain.next_callout(&body, &content_type) {
             Some(callout) => {
-                pending.waiting = Waiting::Backend(callout);
-                Step::Callout(pending)
+                let stage = Stage::Backends { body, content_type, login, chain };
+                let p = TokenPending { request: req, counters: vec![Counter::Requests], stage };
+                Step::Dispatch(Outbound::Http(callout), Pending::Token(Box::new(p)))
             }
             None => reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
         },
@@ -213,7 +222,7 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
             let mut counters = vec![Counter::Requests, Counter::GrantRejected];
             let mut events = Vec::new();
             if let Some(policy) = &pg.lockout {
-                for subject in subjects(request, &pending.request) {
+                for subject in subjects(request, &req) {
                     if let Recorded::Blocked { retry_after_ms } = lockout::record_failure(
                         &lockout_table(ctx, pg, &subject),
                         LOCKOUT_SLOTS,
@@ -243,10 +252,10 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                     // Envoy has already passed the request headers on by the time the body is
                     // read, so identity headers cannot be added to that request: Portcullis
                     // sends the token request to the token server itself and relays the answer.
-                    let mut callout = password::backend_request(endpoint, &state.body, &state.content_type);
+                    let mut callout = password::backend_request(endpoint, &body, &content_type);
                     callout.headers.retain(|(k, _)| k != "accept");
                     for name in RELAYED_REQUEST_HEADERS {
-                        if let Some(v) = pending.request.header_values(name).next().flatten() {
+                        if let Some(v) = req.header_values(name).next().flatten() {
                             callout.headers.push((name.to_string(), v.to_string()));
                         }
                     }
@@ -256,12 +265,12 @@ fn advance(ctx: &mut Ctx, mut pending: Pending, next: ChainStep) -> Step {
                         &backend,
                         extra_info.as_ref(),
                     ));
-                    pending.counters.push(Counter::GrantAccepted);
-                    if let Some(st) = pending.grant.as_mut() {
-                        st.relaying = true;
-                    }
-                    pending.waiting = Waiting::Backend(callout);
-                    Step::Callout(pending)
+                    let p = TokenPending {
+                        request: req,
+                        counters: vec![Counter::Requests, Counter::GrantAccepted],
+                        stage: Stage::Relay,
+                    };
+                    Step::Dispatch(Outbound::Http(callout), Pending::Token(Box::new(p)))
                 }
                 GrantMode::Issue { issuer, .. } => {
                     let st = &mut ctx.state;

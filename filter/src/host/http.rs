@@ -23,7 +23,7 @@ use super::root::Shared;
 use super::store::HostStore;
 use super::{dispatch, log, now_ms, read_reply};
 use crate::callout::Reply;
-use crate::flow::{self, Ctx, Decision, Pending, Step, Waiting};
+use crate::flow::{self, Ctx, Decision, Input, Outbound, Pending, Step};
 use crate::ratelimit;
 use crate::reason::Reason;
 use crate::request::RequestView;
@@ -36,8 +36,8 @@ pub(crate) enum Wait {
     Callout(u32, Pending),
     /// Parked until another worker's introspection lands (polled on the tick).
     Parked(Pending),
-    /// Buffering the request body.
-    Body(Pending),
+    /// Buffering the request body, at most `max` bytes.
+    Body(usize, Pending),
 }
 
 /// Per-request state, one entry per live request.
@@ -105,7 +105,7 @@ fn send(resp: &crate::response::HttpResponse) {
     }
 }
 
-fn clock() -> u64 {
+pub(crate) fn clock() -> u64 {
     hostcalls::get_current_time().map(now_ms).unwrap_or(0)
 }
 
@@ -123,12 +123,11 @@ pub(crate) fn with_ctx<T>(shared: &Shared, f: impl FnOnce(&mut Ctx) -> T) -> T {
     f(&mut ctx)
 }
 
-/// Starts the callout a paused request waits for.
-fn dispatch_waiting(w: &Waiting) -> Result<u32, String> {
-    match w {
-        Waiting::Keys(f) => dispatch(&f.callout),
-        Waiting::Introspection(c) | Waiting::Backend(c) => dispatch(c),
-        Waiting::Global(g) => hostcalls::dispatch_grpc_call(
+/// Sends a callout; its token on success.
+fn send_callout(out: &Outbound) -> Result<u32, String> {
+    match out {
+        Outbound::Http(c) => dispatch(c),
+        Outbound::Grpc(g) => hostcalls::dispatch_grpc_call(
             &g.cluster,
             ratelimit::global::SERVICE,
             ratelimit::global::METHOD,
@@ -142,7 +141,6 @@ fn dispatch_waiting(w: &Waiting) -> Result<u32, String> {
                 g.cluster
             )
         }),
-        Waiting::Peer { .. } | Waiting::Body { .. } => Err("nothing to dispatch".into()),
     }
 }
 
@@ -174,14 +172,14 @@ fn refuse_internal(shared: &Shared) -> Action {
 pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step, end_of_stream: bool) -> Action {
     match step {
         Step::Done(d) => apply(shared, id, d),
-        Step::Callout(p) => match dispatch_waiting(p.waiting()) {
+        Step::Dispatch(out, p) => match send_callout(&out) {
             Ok(token) => {
                 shared.requests.set_wait(id, Wait::Callout(token, p));
                 Action::Pause
             }
             Err(e) => {
                 log(LogLevel::Error, &e);
-                let step = with_ctx(shared, |ctx| flow::resume(ctx, p, &Reply::default()));
+                let step = with_ctx(shared, |ctx| flow::advance(ctx, p, Input::Reply(&Reply::default())));
                 drive(shared, id, step, end_of_stream)
             }
         },
@@ -189,19 +187,17 @@ pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step, end_of_stream: boo
             shared.requests.set_wait(id, Wait::Parked(p));
             Action::Pause
         }
-        Step::ReadBody(p) => {
+        Step::ReadBody { max, early, pending } => {
             // The headers go on before the body is read: owned headers and a non-canonical
             // `:path` are dealt with now, with or without a body to follow.
-            if let Waiting::Body { early, .. } = p.waiting() {
-                if !mutate(early) {
-                    return refuse_internal(shared);
-                }
+            if !mutate(&early) {
+                return refuse_internal(shared);
             }
             if end_of_stream {
-                let step = with_ctx(shared, |ctx| flow::with_body(ctx, p, &[]));
+                let step = with_ctx(shared, |ctx| flow::advance(ctx, pending, Input::Body(&[])));
                 return drive(shared, id, step, true);
             }
-            shared.requests.set_wait(id, Wait::Body(p));
+            shared.requests.set_wait(id, Wait::Body(max, pending));
             // proxy-wasm hosts turn a paused header callback into "stop all iteration",
             // which also withholds the body from this filter: let the headers go on and
             // hold the body instead (on_http_request_body pauses until the end of stream).
@@ -261,7 +257,7 @@ pub(crate) fn poll_parked(shared: &Rc<Shared>) {
         if hostcalls::set_effective_context(id).is_err() {
             continue; // the request is gone
         }
-        let step = with_ctx(shared, |ctx| flow::poll(ctx, p));
+        let step = with_ctx(shared, |ctx| flow::advance(ctx, p, Input::Tick));
         if let Action::Continue = drive(shared, id, step, false) {
             let _ = hostcalls::resume_http_request();
         }
@@ -280,7 +276,7 @@ pub(crate) fn deliver(shared: &Rc<Shared>, token: u32, reply: &Reply) -> bool {
     if hostcalls::set_effective_context(id).is_err() {
         return true;
     }
-    let step = with_ctx(shared, |ctx| flow::resume(ctx, pending, reply));
+    let step = with_ctx(shared, |ctx| flow::advance(ctx, pending, Input::Reply(reply)));
     if let Action::Continue = drive(shared, id, step, false) {
         let _ = hostcalls::resume_http_request();
     }
@@ -301,7 +297,10 @@ impl Http {
         let mut view = RequestView::default();
         if cfg.rate_limit.is_some() || cfg.password_grant.is_some() {
             // Needed to key anonymous clients and lockouts: one host call, only then.
-            view.source = self.get_property(vec!["source", "address"]).and_then(|b| String::from_utf8(b).ok());
+            view.source = hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok());
         }
         let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
         view.headers.reserve(pairs.len());
@@ -360,25 +359,22 @@ impl HttpContext for Http {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else { return Action::Continue };
         let max = match shared.requests.slots.borrow().get(&self.id).and_then(|s| s.wait.as_ref()) {
-            Some(Wait::Body(p)) => match p.waiting() {
-                Waiting::Body { max, .. } => *max,
-                _ => return Action::Continue,
-            },
+            Some(Wait::Body(max, _)) => *max,
             _ => return Action::Continue,
         };
-        if body_size > max {
-            shared.requests.forget(self.id);
-            send(&crate::password::payload_too_large());
-            return Action::Pause;
-        }
-        if !end_of_stream {
+        if body_size <= max && !end_of_stream {
             return Action::Pause; // keep buffering
         }
-        let Some(Wait::Body(p)) = shared.requests.take(self.id, |w| matches!(w, Wait::Body(_))) else {
+        let Some(Wait::Body(_, p)) = shared.requests.take(self.id, |w| matches!(w, Wait::Body(..))) else {
             return Action::Continue;
         };
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let step = with_ctx(&shared, |ctx| flow::with_body(ctx, p, &body));
+        let step = if body_size > max {
+            with_ctx(&shared, |ctx| flow::advance(ctx, p, Input::BodyTooLarge))
+        } else {
+            let body =
+                hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+            with_ctx(&shared, |ctx| flow::advance(ctx, p, Input::Body(&body)))
+        };
         drive(&shared, self.id, step, false)
     }
 
@@ -386,7 +382,7 @@ impl HttpContext for Http {
         // A token request that ends in trailers never reaches the end of its body in the
         // body callback: refuse it rather than let the token server read what we did not.
         let Some(shared) = self.shared.clone() else { return Action::Continue };
-        if shared.requests.take(self.id, |w| matches!(w, Wait::Body(_))).is_some() {
+        if shared.requests.take(self.id, |w| matches!(w, Wait::Body(..))).is_some() {
             shared.bump(&[crate::stats::Counter::GrantInvalidRequest]);
             send(&crate::password::invalid_request());
             return Action::Pause;

@@ -12,7 +12,7 @@ use proxy_wasm::types::{ContextType, LogLevel, MetricType};
 use super::http::Requests;
 use super::native::{HostSigner, HostVerifier};
 use super::store::HostStore;
-use super::{dispatch, log, now_ms, read_reply};
+use super::{dispatch, log, read_reply};
 use crate::config::{self, Config};
 use crate::flow::WorkerState;
 use crate::jwt::keys::{Fetch, Fetched};
@@ -74,7 +74,7 @@ impl Root {
         let Some(shared) = self.shared.clone() else { return };
         let due = {
             let mut st = shared.state.borrow_mut();
-            st.keys.due_fetches(&shared.cfg, &HostStore, now_ms(self.get_current_time()))
+            st.keys.due_fetches(&shared.cfg, &HostStore, super::http::clock())
         };
         for f in due {
             self.start(&shared, f);
@@ -97,7 +97,7 @@ impl Root {
         let name = &shared.cfg.providers[f.provider].name;
         let outcome = {
             let mut st = shared.state.borrow_mut();
-            let r = st.keys.on_reply(&shared.cfg, &HostStore, f, reply, now_ms(self.get_current_time()));
+            let r = st.keys.on_reply(&shared.cfg, &HostStore, f, reply, super::http::clock());
             if matches!(r, Fetched::Published { .. }) {
                 st.cache.clear();
             }
@@ -145,7 +145,10 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let env = |name: &str| std::env::var(name).ok();
         let cfg = match config::parse(&bytes, &env) {
             Ok(c) => c,
@@ -166,7 +169,7 @@ impl RootContext for Root {
         let parking = cfg.introspection.is_some();
         let mut worker = WorkerState::new(&cfg);
         // Uniqueness for token ids this worker issues: its start time and root context id.
-        worker.seed = now_ms(self.get_current_time()) ^ (u64::from(self.id) << 48);
+        worker.seed = super::http::clock() ^ (u64::from(self.id) << 48);
         let state = RefCell::new(worker);
         self.shared = Some(Rc::new(Shared {
             cfg,
@@ -180,7 +183,9 @@ impl RootContext for Root {
         // The tick flushes stats (every 100 ms), keeps remote key sets fresh (callouts cannot
         // start inside on_configure: the cluster manager answers BadArgument, so the first
         // tick fetches) and polls parked requests (every 25 ms when introspection is on).
-        self.set_tick_period(Duration::from_millis(if parking { 25 } else { 100 }));
+        if hostcalls::set_tick_period(Duration::from_millis(if parking { 25 } else { 100 })).is_err() {
+            log(LogLevel::Error, "the host refused the tick period: key sets will not refresh");
+        }
         log(LogLevel::Info, "configuration loaded");
         true
     }
