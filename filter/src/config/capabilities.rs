@@ -550,17 +550,23 @@ pub(crate) fn validate_password_grant(
             Some(crate::password::lockout::Policy { max_failures: l.max_failures, window_ms, block_ms })
         }
     };
+    let lockout_slots = match pg.lockout.as_ref().and_then(|l| l.max_subjects) {
+        None => crate::password::lockout::DEFAULT_SLOTS,
+        Some(n) if (16..=1_048_576).contains(&n) => n,
+        Some(_) => return err("password_grant.lockout.max_subjects", "must be between 16 and 1048576"),
+    };
     let max_body_bytes = match pg.max_body_bytes {
         None => password::DEFAULT_MAX_BODY,
         Some(n) if (256..=1_048_576).contains(&n) => n as usize,
         Some(_) => return err("password_grant.max_body_bytes", "must be between 256 and 1048576"),
     };
-    let fingerprint = format!("{lockout:?}");
+    let fingerprint = format!("{lockout:?}/{lockout_slots}");
     let lockout_ns = LockoutTables {
         users: crate::store::Namespace::of("lockout-user", &[&fingerprint, &pg.token_path]),
         addresses: crate::store::Namespace::of("lockout-addr", &[&fingerprint, &pg.token_path]),
     };
     Ok(PasswordGrant {
+        lockout_slots,
         lockout_ns,
         token_path: pg.token_path.clone(),
         backends: password::order(&backends),

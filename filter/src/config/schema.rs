@@ -213,6 +213,7 @@ pub(crate) struct RawLockout {
     pub(crate) max_failures: u64,
     pub(crate) window: String,
     pub(crate) block: String,
+    pub(crate) max_subjects: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -164,8 +164,10 @@ pub struct PasswordGrant {
     pub mode: GrantMode,
     pub lockout: Option<crate::password::lockout::Policy>,
     pub max_body_bytes: usize,
+    /// Slots of each lockout table (`lockout.max_subjects`, default 16 384).
+    pub lockout_slots: u64,
     /// Shared-data namespaces of the lockout tables (usernames, addresses): the lockout
-    /// policy and the token path.
+    /// policy, table size and the token path.
     pub lockout_ns: LockoutTables,
 }
 

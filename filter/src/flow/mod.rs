@@ -466,3 +466,5 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_flows;

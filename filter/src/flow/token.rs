@@ -50,9 +50,6 @@ enum Stage {
     Relay,
 }
 
-/// Shared-data slots of the lockout table.
-const LOCKOUT_SLOTS: u64 = lockout::DEFAULT_SLOTS;
-
 fn done(action: Action, counters: Vec<Counter>, events: Vec<String>, errors: Vec<String>) -> Step {
     Step::Done(Decision { action, reason: None, client: None, counters, events, errors })
 }
@@ -178,7 +175,8 @@ fn with_body(ctx: &mut Ctx, request: RequestView, content_type: String, body: &[
     };
     if let Some(policy) = &pg.lockout {
         for subject in subjects(&login, &request) {
-            let status = lockout::check(&lockout_table(ctx, pg, &subject), LOCKOUT_SLOTS, &subject, policy, ctx.now_ms);
+            let status =
+                lockout::check(&lockout_table(ctx, pg, &subject), pg.lockout_slots, &subject, policy, ctx.now_ms);
             // A full table (a flood of other subjects) never blocks a subject that has no
             // failures on record: that would let random usernames lock out innocent users.
             if let Status::Blocked { retry_after_ms } = status {
@@ -225,7 +223,7 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
                 for subject in subjects(request, &req) {
                     if let Recorded::Blocked { retry_after_ms } = lockout::record_failure(
                         &lockout_table(ctx, pg, &subject),
-                        LOCKOUT_SLOTS,
+                        pg.lockout_slots,
                         &subject,
                         policy,
                         ctx.now_ms,
@@ -241,7 +239,7 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
             if let Some(policy) = &pg.lockout {
                 lockout::record_success(
                     &Scoped::new(ctx.store, &pg.lockout_ns.users),
-                    LOCKOUT_SLOTS,
+                    pg.lockout_slots,
                     &lockout::user_subject(&request.username),
                     policy,
                     ctx.now_ms,
