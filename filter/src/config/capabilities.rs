@@ -326,7 +326,6 @@ pub(crate) fn validate_introspection(
     providers: &[Provider],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Introspection, ConfigError> {
-    use crate::introspection as intro;
     let timeout_ms = validate_endpoint("introspection.endpoint", &i.endpoint)?;
     if i.client_id.is_empty() {
         return err("introspection.client_id", "must not be empty");
@@ -419,7 +418,6 @@ pub(crate) fn validate_password_grant(
     pg: &RawPasswordGrant,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PasswordGrant, ConfigError> {
-    use crate::password;
     check_path("password_grant.token_path", &pg.token_path)?;
     if pg.identities.is_empty() {
         return err("password_grant.identities", "must list at least one identity backend");
@@ -446,7 +444,7 @@ pub(crate) fn validate_password_grant(
                 format!("must be an RFC 3339 UTC time like \"2026-03-01T00:00:00Z\", got {:?}", id.registered_at),
             );
         };
-        backends.push(password::Backend {
+        backends.push(Backend {
             name: id.name.clone(),
             cluster: id.cluster.clone(),
             authority: id.authority.clone(),
@@ -477,7 +475,7 @@ pub(crate) fn validate_password_grant(
                 );
             };
             let timeout_ms = validate_endpoint("password_grant.forward.token_endpoint", te)?;
-            let endpoint = password::Backend {
+            let endpoint = Backend {
                 name: "token-server".into(),
                 cluster: te.cluster.clone(),
                 authority: te.authority.clone(),
@@ -494,7 +492,7 @@ pub(crate) fn validate_password_grant(
             if is.issuer.is_empty() {
                 return err("password_grant.issue.issuer", "must not be empty");
             }
-            let Some(alg) = password::SigningAlg::parse(&is.algorithm) else {
+            let Some(alg) = crate::crypto::issue::SigningAlg::parse(&is.algorithm) else {
                 return err(
                     "password_grant.issue.algorithm",
                     format!("must be \"ES256\", \"RS256\" or \"EdDSA\", got {:?}", is.algorithm),
@@ -533,8 +531,9 @@ pub(crate) fn validate_password_grant(
                 }
             };
             let key_field = if is.signing_key_pem_env.is_some() { "signing_key_pem_env" } else { "signing_key_pem" };
-            let issuer = password::Issuer::from_pem(&is.issuer, &is.audiences, lifetime_s, alg, &is.kid, &pem)
-                .map_err(|e| ConfigError { path: format!("password_grant.issue.{key_field}"), message: e })?;
+            let issuer =
+                crate::crypto::issue::Issuer::from_pem(&is.issuer, &is.audiences, lifetime_s, alg, &is.kid, &pem)
+                    .map_err(|e| ConfigError { path: format!("password_grant.issue.{key_field}"), message: e })?;
             GrantMode::Issue { issuer: std::rc::Rc::new(issuer), jwks_path }
         }
         other => return err("password_grant.mode", format!("must be \"forward\" or \"issue\", got {other:?}")),
@@ -547,16 +546,16 @@ pub(crate) fn validate_password_grant(
             }
             let window_ms = positive_dur("password_grant.lockout.window", Some(&l.window), 0)?;
             let block_ms = positive_dur("password_grant.lockout.block", Some(&l.block), 0)?;
-            Some(crate::password::lockout::Policy { max_failures: l.max_failures, window_ms, block_ms })
+            Some(LockoutPolicy { max_failures: l.max_failures, window_ms, block_ms })
         }
     };
     let lockout_slots = match pg.lockout.as_ref().and_then(|l| l.max_subjects) {
-        None => crate::password::lockout::DEFAULT_SLOTS,
+        None => DEFAULT_LOCKOUT_SLOTS,
         Some(n) if (16..=1_048_576).contains(&n) => n,
         Some(_) => return err("password_grant.lockout.max_subjects", "must be between 16 and 1048576"),
     };
     let max_body_bytes = match pg.max_body_bytes {
-        None => password::DEFAULT_MAX_BODY,
+        None => DEFAULT_MAX_BODY,
         Some(n) if (256..=1_048_576).contains(&n) => n as usize,
         Some(_) => return err("password_grant.max_body_bytes", "must be between 256 and 1048576"),
     };
@@ -569,7 +568,7 @@ pub(crate) fn validate_password_grant(
         lockout_slots,
         lockout_ns,
         token_path: pg.token_path.clone(),
-        backends: password::order(&backends),
+        backends: order(&backends),
         mode,
         lockout,
         max_body_bytes,

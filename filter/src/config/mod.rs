@@ -39,6 +39,7 @@ fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Conf
 
 mod capabilities;
 mod fields;
+pub mod intro;
 mod schema;
 mod types;
 mod validate;

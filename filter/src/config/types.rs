@@ -133,7 +133,7 @@ pub enum Method {
 /// Validated introspection (phantom-token) settings.
 #[derive(Debug, Clone)]
 pub struct Introspection {
-    pub settings: crate::introspection::Settings,
+    pub settings: super::intro::Settings,
     /// Where opaque tokens are read.
     pub sources: Vec<Source>,
     /// Header (and value prefix) that carries the by-value JWT upstream.
@@ -150,9 +150,9 @@ pub struct Introspection {
 pub enum GrantMode {
     /// Pass the token request on to the token server (`endpoint`: cluster, authority, path,
     /// timeout) with identity headers, and relay its answer.
-    Forward { identity_header: String, extra_info_header: String, endpoint: crate::password::Backend },
+    Forward { identity_header: String, extra_info_header: String, endpoint: Backend },
     /// Answer it: Portcullis issues and signs the token.
-    Issue { issuer: std::rc::Rc<crate::password::Issuer>, jwks_path: String },
+    Issue { issuer: std::rc::Rc<crate::crypto::issue::Issuer>, jwks_path: String },
 }
 
 /// Validated password-grant settings.
@@ -160,9 +160,9 @@ pub enum GrantMode {
 pub struct PasswordGrant {
     pub token_path: String,
     /// Identity backends, newest `registered_at` first.
-    pub backends: Vec<crate::password::Backend>,
+    pub backends: Vec<Backend>,
     pub mode: GrantMode,
-    pub lockout: Option<crate::password::lockout::Policy>,
+    pub lockout: Option<LockoutPolicy>,
     pub max_body_bytes: usize,
     /// Slots of each lockout table (`lockout.max_subjects`, default 16 384).
     pub lockout_slots: u64,
@@ -277,3 +277,42 @@ pub const METHOD_HEADER: &str = "x-portcullis-auth";
 pub const DECISION_HEADER: &str = "x-portcullis-decision";
 /// Prefix of every header Portcullis owns; inbound headers with it are always removed.
 pub const OWNED_PREFIX: &str = "x-portcullis-";
+
+/// The default cap on a token request body; a larger body gets 413 (the caller enforces it
+/// while buffering, before anything here runs).
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
+
+/// One configured identity backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Its configured name: stats, logs, the `idp` claim and the identity header.
+    pub name: String,
+    /// The Envoy cluster the callout goes through.
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout_ms: u64,
+    /// `registered_at` in Unix seconds ([`super::parse_rfc3339`]).
+    pub registered_at: i64,
+}
+
+/// The backends in the order they are asked: newest `registered_at` first; backends
+/// registered at the same instant keep their configuration order.
+pub fn order(backends: &[Backend]) -> Vec<Backend> {
+    let mut v = backends.to_vec();
+    // `sort_by_key` is stable.
+    v.sort_by_key(|b| std::cmp::Reverse(b.registered_at));
+    v
+}
+
+/// A reasonable lockout table size: 16 384 slots of 96 bytes (≈ 1.5 MiB of shared data).
+pub const DEFAULT_LOCKOUT_SLOTS: u64 = 16_384;
+
+/// The configured lockout policy (`password_grant.lockout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures within the window that block (at least 1).
+    pub max_failures: u64,
+    pub window_ms: u64,
+    pub block_ms: u64,
+}

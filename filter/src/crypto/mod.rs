@@ -8,6 +8,7 @@
 //!
 //! The host side is a port: [`NativeVerifier`]. The core never calls the host directly.
 
+pub mod issue;
 pub mod jwks;
 
 use jwt_simple::algorithms::{

@@ -45,17 +45,7 @@ pub use crate::store::slots::MAX_CAS_RETRIES;
 /// Counters in a slot's ring (the window is `BUCKETS - 1` sub-windows).
 pub const BUCKETS: usize = 16;
 
-/// A reasonable table size: 16 384 slots of 96 bytes (≈ 1.5 MiB of shared data).
-pub const DEFAULT_SLOTS: u64 = 16_384;
-
-/// The configured lockout policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
-    /// Failures within the window that block (at least 1).
-    pub max_failures: u64,
-    pub window_ms: u64,
-    pub block_ms: u64,
-}
+pub use crate::config::{LockoutPolicy as Policy, DEFAULT_LOCKOUT_SLOTS as DEFAULT_SLOTS};
 
 impl Policy {
     /// Length of one sub-window.

@@ -29,34 +29,23 @@
 //! * An `extraInfo` travels nested (under the `extraInfo` claim, or base64url-encoded in its
 //!   own header): a backend can never set `sub`, `iss`, scopes or any other top-level claim.
 
-mod issue;
-
+pub use crate::config::{order, Backend, DEFAULT_MAX_BODY};
+pub use crate::crypto::issue::*;
 pub use crate::wire::form::{parse_form, FormError, MAX_FORM_FIELDS};
-pub use issue::*;
 
 pub mod lockout;
 
 use std::fmt;
 
-use jwt_simple::algorithms::{ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, EdDSAKeyPairLike, RSAKeyPairLike};
-use jwt_simple::claims::JWTClaims;
-use jwt_simple::prelude::{ES256KeyPair, Ed25519KeyPair, RS256KeyPair};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::callout::{Callout, Reply};
-use crate::crypto::Path;
 use crate::response::HttpResponse;
 use crate::wire::b64;
-use crate::wire::der::{self, Curve, PbValue};
 
 // ---------------------------------------------------------------------------------------------
 // Form parsing
 // ---------------------------------------------------------------------------------------------
-
-/// The default cap on a token request body; a larger body gets 413 (the caller enforces it
-/// while buffering, before anything here runs).
-pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
 
 /// True when a `content-type` is `application/x-www-form-urlencoded` (parameters such as
 /// `charset` ignored, case-insensitive).
@@ -199,29 +188,6 @@ pub fn password_request(body: &[u8]) -> Result<PasswordRequest, GrantError> {
 // ---------------------------------------------------------------------------------------------
 // Identity backends
 // ---------------------------------------------------------------------------------------------
-
-/// One configured identity backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    /// Its configured name: stats, logs, the `idp` claim and the identity header.
-    pub name: String,
-    /// The Envoy cluster the callout goes through.
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub timeout_ms: u64,
-    /// `registered_at` in Unix seconds ([`crate::config::parse_rfc3339`]).
-    pub registered_at: i64,
-}
-
-/// The backends in the order they are asked: newest `registered_at` first; backends
-/// registered at the same instant keep their configuration order.
-pub fn order(backends: &[Backend]) -> Vec<Backend> {
-    let mut v = backends.to_vec();
-    // `sort_by_key` is stable.
-    v.sort_by_key(|b| std::cmp::Reverse(b.registered_at));
-    v
-}
 
 /// The callout asking `b` about the request: `POST <path>` with the token request's original
 /// body and content type, unchanged (SPEC §2).

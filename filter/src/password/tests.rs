@@ -4,6 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
+use crate::crypto::issue::custom_only;
+use crate::crypto::Path;
+use crate::wire::der::{self, Curve, PbValue};
+use jwt_simple::algorithms::{ECDSAP256KeyPairLike, RSAKeyPairLike};
+use jwt_simple::prelude::{ES256KeyPair, RS256KeyPair};
 
 use proptest::prelude::*;
 use serde_json::json;

@@ -1,7 +1,17 @@
-//! Issuing mode: Portcullis signs the access token itself (native `sign` foreign function, or
-//! pure Rust), and publishes its own JWKS.
+//! JWS issuing (the password grant's issue mode): Portcullis signs an access token itself
+//! (Envoy's `sign` foreign function, or pure Rust) and publishes its own JWKS.
 
-use super::*;
+use std::fmt;
+
+use jwt_simple::algorithms::{ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, EdDSAKeyPairLike, RSAKeyPairLike};
+use jwt_simple::claims::JWTClaims;
+use jwt_simple::prelude::{ES256KeyPair, Ed25519KeyPair, RS256KeyPair};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::Path;
+use crate::wire::b64;
+use crate::wire::der::{self, Curve, PbValue};
 
 // ---------------------------------------------------------------------------------------------
 // Issuing (mode "issue")
@@ -301,7 +311,7 @@ impl Issuer {
     }
 }
 
-pub(super) fn custom_only(claims: &Map<String, Value>) -> JWTClaims<Map<String, Value>> {
+pub(crate) fn custom_only(claims: &Map<String, Value>) -> JWTClaims<Map<String, Value>> {
     JWTClaims {
         issued_at: None,
         expires_at: None,
