@@ -71,6 +71,8 @@ pub struct WorkerState {
     pub introspected: Lru<[u8; 32], (Rc<Introspected>, u64)>,
     /// Host-provided per-worker uniqueness (for token ids this worker issues).
     pub seed: u64,
+    /// The proxy's random salt for hashes in events ([`crate::store::salt`]).
+    pub salt: [u8; 16],
     /// Tokens issued by this worker so far.
     pub issued: u64,
 }
@@ -82,6 +84,7 @@ impl WorkerState {
             cache: Lru::new(cfg.verified_token_cache_size),
             introspected: Lru::new(if cfg.introspection.is_some() { cfg.verified_token_cache_size } else { 0 }),
             seed: 0,
+            salt: [0; 16],
             issued: 0,
         }
     }

@@ -229,7 +229,7 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
                         ctx.now_ms,
                     ) {
                         counters.push(Counter::GrantLockoutEngaged);
-                        events.push(lockout_event(&subject, retry_after_ms));
+                        events.push(lockout_event(&ctx.state.salt, &subject, retry_after_ms));
                     }
                 }
             }
@@ -348,11 +348,13 @@ fn subjects(request: &PasswordRequest, req: &RequestView) -> Vec<String> {
     out
 }
 
-/// The lockout event: which kind of subject, a short hash (never the username or address),
-/// and the block length.
-fn lockout_event(subject: &str, retry_after_ms: u64) -> String {
+/// The lockout event: which kind of subject, a short salted hash (never the username or
+/// address; the per-proxy random salt keeps a dictionary of usernames from reversing it), and
+/// the block length.
+fn lockout_event(salt: &[u8; 16], subject: &str, retry_after_ms: u64) -> String {
     let kind = subject.split(':').next().unwrap_or("subject");
-    let hash: String = Sha256::digest(subject.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let digest = Sha256::new().chain_update(salt).chain_update(subject.as_bytes()).finalize();
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     serde_json::json!({
         "event": "lockout",
         "subject": kind,

@@ -56,6 +56,18 @@ impl Shared {
     }
 }
 
+/// 128 random bits from the host: std's `RandomState` is keyed from WASI `random_get`.
+fn random_salt() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [0u8; 16];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
 #[derive(Default)]
 pub(crate) struct Root {
     id: u32,
@@ -170,6 +182,7 @@ impl RootContext for Root {
         let mut worker = WorkerState::new(&cfg);
         // Uniqueness for token ids this worker issues: its start time and root context id.
         worker.seed = super::http::clock() ^ (u64::from(self.id) << 48);
+        worker.salt = crate::store::salt(&HostStore, random_salt);
         let state = RefCell::new(worker);
         self.shared = Some(Rc::new(Shared {
             cfg,

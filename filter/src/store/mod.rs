@@ -89,6 +89,23 @@ impl SharedStore for Scoped<'_> {
     }
 }
 
+/// The proxy's random salt: made by the first worker that asks (from `fresh`), shared by all
+/// workers of the proxy through shared data, new at every proxy start (shared data does not
+/// survive a restart). Salts the hashes that events carry instead of identities.
+pub fn salt(store: &dyn SharedStore, fresh: impl FnOnce() -> [u8; 16]) -> [u8; 16] {
+    let key = format!("portcullis.v{FORMAT_VERSION}.salt");
+    let read = |v: Option<Vec<u8>>| v.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok());
+    let (v, cas) = store.get(&key);
+    if let Some(s) = read(v) {
+        return s;
+    }
+    let mine = fresh();
+    // Two first writers may race (CAS 0 is unconditional): whoever reads back after writing
+    // uses what held, so every worker ends with the same salt.
+    let _ = store.set(&key, &mine, cas);
+    read(store.get(&key).0).unwrap_or(mine)
+}
+
 /// An in-memory store for tests and hosts without shared data. CAS tokens count writes.
 #[derive(Default)]
 pub struct MemStore {
@@ -128,6 +145,15 @@ impl SharedStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_salt_per_proxy() {
+        let s = MemStore::default();
+        let a = salt(&s, || [1; 16]);
+        let b = salt(&s, || [2; 16]);
+        assert_eq!((a, b), ([1; 16], [1; 16]), "the second worker takes the first one's salt");
+        assert_ne!(salt(&MemStore::default(), || [3; 16]), a, "a new proxy has a new salt");
+    }
 
     #[test]
     fn namespaces_separate_configurations() {
