@@ -2,10 +2,13 @@
 //! servers on 127.0.0.1 (identity provider with JWKS/minting/introspection/identity
 //! backends/webhook sink, and an upstream that echoes what it received).
 //!
+//! End-to-end tests start Envoy through [`gateway::Gateway`], the one start helper.
+//!
 //! Every server binds 127.0.0.1 port 0 and is stopped when dropped; every Envoy is started
 //! with `--disable-hot-restart`, port 0 everywhere, and killed by PID on drop.
 
 pub mod envoy;
+pub mod gateway;
 pub mod http;
 pub mod idp;
 pub mod oidc;

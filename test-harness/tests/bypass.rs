@@ -23,7 +23,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use portcullis::apikey::hash_hex;
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, with_use_remote_address, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::{Gateway, Listener};
 use portcullis_harness::http;
 use portcullis_harness::idp::{now, Behavior, Endpoint, TestIdp};
 use portcullis_harness::upstream::EchoUpstream;
@@ -102,14 +103,6 @@ fn bypass_config() -> Value {
     })
 }
 
-fn start_plain(up: &EchoUpstream, cfg: &Value) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(cfg, &[])], Some("upstream"))],
-        vec![cluster("upstream", up.port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
-}
-
 /// Old behaviour: routes were matched on the raw `:path`, and the default (`requires: "none"`)
 /// applied to whatever did not match. `/public/../admin` and `/public/%2e%2e/admin` matched the
 /// anonymous `/public` route; `//admin`, `/./admin`, `/admin;x`, `/admin%2Fusers`,
@@ -121,7 +114,7 @@ fn start_plain(up: &EchoUpstream, cfg: &Value) -> Envoy {
 #[test]
 fn path_and_method_bypasses_are_refused_or_matched_canonically() {
     let up = EchoUpstream::start();
-    let envoy = start_plain(&up, &bypass_config());
+    let envoy = Gateway::new(&bypass_config()).cluster("upstream", up.port).start();
 
     // Sanity: the protected route is protected, the public one is not.
     assert_eq!(send(&envoy, "GET", "/admin", &[], None).status, 401);
@@ -243,11 +236,7 @@ fn token_endpoint_variants_are_all_checked() {
     idp.add_backend("ldap");
     idp.add_user("legacy", "alice", "pw-alice", Some(json!({"dept": "ops"})));
     let up = EchoUpstream::start();
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&grant_config(), &[])], Some("upstream"))],
-        vec![cluster("upstream", up.port), cluster("idp", idp.port)],
-    );
-    let envoy = Envoy::start(&b).expect("envoy starts");
+    let envoy = Gateway::new(&grant_config()).cluster("upstream", up.port).cluster("idp", idp.port).start();
     let forged = forged();
     let configured = [IDENTITY_HEADER, EXTRA_INFO_HEADER];
 
@@ -380,15 +369,11 @@ fn owned_headers_are_recognised_with_underscores() {
     let up = EchoUpstream::start();
     let mut cfg = bypass_config();
     cfg["introspection"] = introspection("idp", json!({}));
-    let b = bootstrap(
-        vec![listener(
-            "main",
-            vec![portcullis_filter(&cfg, &[("INTROSPECTION_SECRET", "gateway-secret")])],
-            Some("upstream"),
-        )],
-        vec![cluster("upstream", up.port), cluster("idp", idp.port)],
-    );
-    let envoy = Envoy::start(&b).expect("envoy starts");
+    let envoy = Gateway::new(&cfg)
+        .env("INTROSPECTION_SECRET", "gateway-secret")
+        .cluster("upstream", up.port)
+        .cluster("idp", idp.port)
+        .start();
     let forged = [
         ("x_portcullis_client", "admin"),
         ("X-Portcullis-Client", "admin"),
@@ -434,15 +419,11 @@ fn a_parked_request_is_answered_when_the_introspection_fails() {
     let idp = TestIdp::start();
     let up = EchoUpstream::start();
     let cfg = json!({"introspection": introspection("idp", json!({}))});
-    let b = bootstrap(
-        vec![listener(
-            "main",
-            vec![portcullis_filter(&cfg, &[("INTROSPECTION_SECRET", "gateway-secret")])],
-            Some("upstream"),
-        )],
-        vec![cluster("upstream", up.port), cluster("idp", idp.port)],
-    );
-    let envoy = Envoy::start(&b).expect("envoy starts");
+    let envoy = Gateway::new(&cfg)
+        .env("INTROSPECTION_SECRET", "gateway-secret")
+        .cluster("upstream", up.port)
+        .cluster("idp", idp.port)
+        .start();
     let delay = Duration::from_millis(300);
     idp.set_behavior(Endpoint::Introspect, Behavior::DelayThenStatus(delay, 500));
     let port = envoy.listeners[0].1;
@@ -511,10 +492,11 @@ fn anonymous_limits_key_on_the_peer_under_use_remote_address() {
         "requires": "none",
         "routes": [{"match": {"prefix": "/"}, "requires": "none", "plan": "anon"}]
     });
-    let edge = with_use_remote_address(listener("edge", vec![portcullis_filter(&cfg, &[])], Some("upstream")));
-    let trusting = listener("trusting", vec![portcullis_filter(&cfg, &[])], Some("upstream"));
-    let envoy =
-        Envoy::start(&bootstrap(vec![edge, trusting], vec![cluster("upstream", up.port)])).expect("envoy starts");
+    let envoy = Gateway::empty()
+        .listener(Listener::new("edge", &cfg).use_remote_address())
+        .listener(Listener::new("trusting", &cfg))
+        .cluster("upstream", up.port)
+        .start();
 
     let statuses = |listener: &str, prefix: &str| -> Vec<u16> {
         (1..=3)
@@ -550,17 +532,16 @@ fn introspection_cache_is_namespaced_per_configuration() {
     let up = EchoUpstream::start();
     let token = "opaque-namespaced-0123456789abcdef";
     idp_a.register_opaque(token, json!({"client_id": "svc-a", "sub": "u", "exp": now() + 600}));
-    let env = [("INTROSPECTION_SECRET", "gateway-secret")];
     let cfg_a = json!({"introspection": introspection("idp_a", json!({}))});
     let cfg_b = json!({"introspection": introspection("idp_b", json!({}))});
-    let envoy = Envoy::start(&bootstrap(
-        vec![
-            listener("a", vec![portcullis_filter(&cfg_a, &env)], Some("upstream")),
-            listener("b", vec![portcullis_filter(&cfg_b, &env)], Some("upstream")),
-        ],
-        vec![cluster("upstream", up.port), cluster("idp_a", idp_a.port), cluster("idp_b", idp_b.port)],
-    ))
-    .expect("envoy starts");
+    let envoy = Gateway::empty()
+        .listener(Listener::new("a", &cfg_a))
+        .listener(Listener::new("b", &cfg_b))
+        .env("INTROSPECTION_SECRET", "gateway-secret")
+        .cluster("upstream", up.port)
+        .cluster("idp_a", idp_a.port)
+        .cluster("idp_b", idp_b.port)
+        .start();
     let auth = format!("Bearer {token}");
     let headers = [("authorization", auth.as_str())];
 

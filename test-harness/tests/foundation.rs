@@ -2,18 +2,15 @@
 //! configuration naming the field, strips forged identity headers, answers with RFC 6750 /
 //! RFC 9457 shapes, honours shadow mode and exposes stats.
 
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::{Gateway, Listener};
 use portcullis_harness::http;
 use portcullis_harness::idp::{Alg, TestIdp};
 use portcullis_harness::upstream::EchoUpstream;
 use serde_json::{json, Value};
 
 fn start(idp: &TestIdp, upstream: &EchoUpstream, plugin: Value) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&plugin, &[])], Some("upstream"))],
-        vec![cluster("upstream", upstream.port), cluster("idp", idp.port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+    Gateway::new(&plugin).cluster("upstream", upstream.port).cluster("idp", idp.port).start()
 }
 
 fn local_provider(idp: &TestIdp) -> Value {
@@ -50,12 +47,9 @@ fn broken_config_is_refused_naming_the_field() {
     let up = EchoUpstream::start();
     let mut p = local_provider(&idp);
     p["audiences"] = json!([""]);
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&json!({"providers": {"corp": p}}), &[])], Some("upstream"))],
-        vec![cluster("upstream", up.port)],
-    );
+    let gateway = Gateway::new(&json!({"providers": {"corp": p}})).cluster("upstream", up.port);
     // Envoy 1.40 refuses to start when a wasm plugin's on_configure fails at boot.
-    let log = Envoy::start(&b).err().expect("Envoy must refuse a broken Portcullis configuration");
+    let log = gateway.try_start().err().expect("Envoy must refuse a broken Portcullis configuration");
     assert!(log.contains("invalid configuration: providers.corp.audiences[0]: must not be empty"), "log:\n{log}");
 }
 
@@ -236,12 +230,10 @@ fn verified_payload_reaches_filter_state_for_other_filters() {
     let mut p = local_provider(&idp);
     p["payload_in_metadata"] = json!("jwt_payload");
     let cfg = json!({"providers": {"corp": p}});
-    let mut l = listener("main", vec![portcullis_filter(&cfg, &[])], Some("upstream"));
     // Another part of Envoy (the router's header formatter) reads what Portcullis stored.
-    l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["request_headers_to_add"] = json!([
-        {"header": {"key": "x-from-filter-state", "value": "%FILTER_STATE(wasm.jwt_payload:PLAIN)%"}}
-    ]);
-    let envoy = Envoy::start(&bootstrap(vec![l], vec![cluster("upstream", up.port)])).expect("envoy starts");
+    let main = Listener::new("main", &cfg)
+        .request_header_to_add("x-from-filter-state", "%FILTER_STATE(wasm.jwt_payload:PLAIN)%");
+    let envoy = Gateway::empty().listener(main).cluster("upstream", up.port).start();
     let tok = idp.mint(Alg::RS256, "rsa-a", idp.default_claims("orders-api"));
     let r = http::get(&envoy.url("/"), &[("authorization", &format!("Bearer {tok}"))]).unwrap();
     assert_eq!(r.status, 200);

@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http::{self, KeepAlive};
 use portcullis_harness::idp::{now, Behavior, Endpoint, TestIdp};
 use portcullis_harness::oidc::{self, OidcProvider};
@@ -28,12 +29,10 @@ fn introspection(idp_path: &str, extra: Value) -> Value {
     i
 }
 
+/// The filter in front of the echo upstream, introspecting at `idp_port` (cluster `idp`) with
+/// the client secret `secret`.
 fn start(idp_port: u16, up: &EchoUpstream, cfg: Value, secret: &str) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&cfg, &[("INTROSPECTION_SECRET", secret)])], Some("upstream"))],
-        vec![cluster("upstream", up.port), cluster("idp", idp_port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+    Gateway::new(&cfg).env("INTROSPECTION_SECRET", secret).cluster("upstream", up.port).cluster("idp", idp_port).start()
 }
 
 fn call(envoy: &Envoy, token: &str) -> http::Response {

@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http;
 use portcullis_harness::idp::{Alg, Behavior, Endpoint, TestIdp};
 use portcullis_harness::upstream::EchoUpstream;
@@ -22,11 +23,7 @@ fn start(idp: &TestIdp, up: &EchoUpstream, remote_extra: Value) -> Envoy {
     let cfg = json!({
         "providers": {"corp": {"issuer": idp.issuer(), "audiences": ["orders-api"], "remote_jwks": remote}}
     });
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&cfg, &[])], Some("upstream"))],
-        vec![cluster("upstream", up.port), cluster("idp", idp.port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+    Gateway::new(&cfg).cluster("upstream", up.port).cluster("idp", idp.port).start()
 }
 
 fn call(envoy: &Envoy, token: &str) -> http::Response {

@@ -2,7 +2,8 @@
 //! path (Envoy's `verify_signature`, BoringSSL) where it applies and on the pure-Rust path,
 //! with the stats showing which path decided; and the same forgeries refused on both.
 
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http;
 use portcullis_harness::idp::{forge, mint_hs256, Alg, TestIdp};
 use portcullis_harness::upstream::EchoUpstream;
@@ -19,11 +20,7 @@ fn start(idp: &TestIdp, up: &EchoUpstream, crypto: &str) -> Envoy {
             "hmac_secret_env": "HMAC"
         }}
     });
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&cfg, &[("HMAC", SECRET)])], Some("upstream"))],
-        vec![cluster("upstream", up.port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+    Gateway::new(&cfg).env("HMAC", SECRET).cluster("upstream", up.port).start()
 }
 
 fn tokens(idp: &TestIdp) -> Vec<(&'static str, String, bool)> {

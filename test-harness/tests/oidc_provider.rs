@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http;
 use portcullis_harness::oidc::{jwt_claims, jwt_header, OidcProvider, CLIENT_ID, RESOURCE};
 use portcullis_harness::upstream::EchoUpstream;
@@ -24,11 +25,7 @@ fn start_oidc(alg: &str) -> OidcProvider {
 
 fn start_envoy(oidc: &OidcProvider, upstream: &EchoUpstream, provider: Value) -> Envoy {
     let plugin = json!({"realm": "orders", "providers": {"oidc": provider}});
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&plugin, &[])], Some("upstream"))],
-        vec![cluster("upstream", upstream.port), cluster("oidc", oidc.port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+    Gateway::new(&plugin).cluster("upstream", upstream.port).cluster("oidc", oidc.port).start()
 }
 
 fn claim_headers() -> Value {

@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http;
 use portcullis_harness::idp::{Behavior, Endpoint, TestIdp};
 use portcullis_harness::oidc::jwt_claims;
@@ -47,12 +48,10 @@ fn forward() -> Value {
     json!({"forward": {"token_endpoint": {"cluster": "upstream", "authority": "token.test", "path": "/oauth/token"}}})
 }
 
-fn start(idp: &TestIdp, up: &EchoUpstream, cfg: Value, env: &[(&str, &str)]) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&cfg, env)], Some("upstream"))],
-        vec![cluster("upstream", up.port), cluster("idp", idp.port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+/// The filter in front of the echo upstream (also the token server in forward mode), with
+/// the identity backends reachable as `idp`.
+fn gateway(idp: &TestIdp, up: &EchoUpstream, cfg: Value) -> Gateway {
+    Gateway::new(&cfg).cluster("upstream", up.port).cluster("idp", idp.port)
 }
 
 fn login(envoy: &Envoy, user: &str, password: &str, extra_headers: &[(&str, &str)]) -> http::Response {
@@ -66,7 +65,7 @@ fn login(envoy: &Envoy, user: &str, password: &str, extra_headers: &[(&str, &str
 fn newest_first_stop_at_first_success_and_extra_info_forwarded() {
     let idp = idp_with_users();
     let up = EchoUpstream::start();
-    let envoy = start(&idp, &up, json!({"password_grant": grant("forward", forward())}), &[]);
+    let envoy = gateway(&idp, &up, json!({"password_grant": grant("forward", forward())})).start();
 
     let r = login(&envoy, "bob", "pw-bob", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -138,7 +137,7 @@ fn issued_tokens_carry_extra_info_and_pass_a_provider_using_our_jwks() {
             "local_jwks": {"inline_string": idp.public_jwks_for(&["p256-a"])}}},
         "routes": [{"match": {"prefix": "/orders"}, "requires": {"any": ["gateway"]}}]
     });
-    let envoy = start(&idp, &up, cfg, &[("SIGNING_KEY", &pem)]);
+    let envoy = gateway(&idp, &up, cfg).env("SIGNING_KEY", &pem).start();
 
     let r = login(&envoy, "alice", "pw-alice", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -170,7 +169,7 @@ fn lockout_engages_after_n_failures_and_lifts_after_the_block() {
     let up = EchoUpstream::start();
     let mut lockout = forward();
     lockout["lockout"] = json!({"max_failures": 3, "window": "60s", "block": "2s"});
-    let envoy = start(&idp, &up, json!({"password_grant": grant("forward", lockout)}), &[]);
+    let envoy = gateway(&idp, &up, json!({"password_grant": grant("forward", lockout)})).start();
     for _ in 0..3 {
         assert_eq!(login(&envoy, "bob", "nope", &[]).status, 400);
     }
@@ -193,7 +192,7 @@ fn lockout_engages_after_n_failures_and_lifts_after_the_block() {
 fn a_hanging_backend_is_bounded_by_its_timeout_and_failures_are_503() {
     let idp = idp_with_users();
     let up = EchoUpstream::start();
-    let envoy = start(&idp, &up, json!({"password_grant": grant("forward", forward())}), &[]);
+    let envoy = gateway(&idp, &up, json!({"password_grant": grant("forward", forward())})).start();
     idp.set_behavior(Endpoint::Backend("ldap".into()), Behavior::Stall);
     let t0 = Instant::now();
     let r = login(&envoy, "alice", "pw-alice", &[]);

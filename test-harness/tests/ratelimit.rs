@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::apikey::hash_hex;
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http::{self, KeepAlive};
 use portcullis_harness::upstream::EchoUpstream;
 use serde_json::{json, Value};
@@ -44,11 +45,7 @@ fn config(mode: &str) -> Value {
 }
 
 fn start(up: &EchoUpstream, mode: &str) -> Envoy {
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&config(mode), &[])], Some("upstream"))],
-        vec![cluster("upstream", up.port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+    Gateway::new(&config(mode)).cluster("upstream", up.port).start()
 }
 
 fn statuses(envoy: &Envoy, path: &str, key: &str, n: usize) -> Vec<u16> {

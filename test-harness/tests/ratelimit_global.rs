@@ -3,9 +3,10 @@
 //! down follows the "dependency down" switch.
 
 use portcullis::apikey::hash_hex;
-use portcullis_harness::envoy::{bootstrap, cluster, listener, portcullis_filter, Envoy};
+use portcullis_harness::envoy::Envoy;
+use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http::KeepAlive;
-use portcullis_harness::rls::{grpc_cluster, RateLimitService};
+use portcullis_harness::rls::RateLimitService;
 use portcullis_harness::upstream::EchoUpstream;
 use serde_json::json;
 
@@ -16,11 +17,7 @@ fn start(up: &EchoUpstream, rls_port: u16, on_down: &str) -> Envoy {
         "rate_limit": {"plans": {"shared": {"requests": 10, "per": "60s",
             "global": {"cluster": "rls", "domain": "portcullis-test", "timeout": "0.5s"}}}}
     });
-    let b = bootstrap(
-        vec![listener("main", vec![portcullis_filter(&cfg, &[])], Some("upstream"))],
-        vec![cluster("upstream", up.port), grpc_cluster("rls", rls_port)],
-    );
-    Envoy::start(&b).expect("envoy starts")
+    Gateway::new(&cfg).cluster("upstream", up.port).grpc_cluster("rls", rls_port).start()
 }
 
 fn run(envoy: &Envoy, n: usize) -> Vec<u16> {

@@ -1,0 +1,239 @@
+//! The one way end-to-end tests start Envoy with Portcullis: a [`Gateway`] is a bootstrap
+//! described by its listeners and clusters, started with [`Gateway::start`].
+//!
+//! ```no_run
+//! # use portcullis_harness::gateway::{Gateway, Listener};
+//! # let (cfg, upstream_port, idp_port) = (serde_json::json!({}), 1, 2);
+//! // The common case: one listener "main" running the filter, routing to "upstream".
+//! let envoy = Gateway::new(&cfg)
+//!     .env("INTROSPECTION_SECRET", "gateway-secret")
+//!     .cluster("upstream", upstream_port)
+//!     .cluster("idp", idp_port)
+//!     .start();
+//! // Several listeners, each with its own configuration and HTTP connection manager options.
+//! let envoy = Gateway::empty()
+//!     .listener(Listener::new("edge", &cfg).use_remote_address())
+//!     .listener(Listener::new("trusting", &cfg))
+//!     .cluster("upstream", upstream_port)
+//!     .start();
+//! ```
+//!
+//! Everything else is [`Envoy`]'s rule: port 0 everywhere, `--disable-hot-restart`,
+//! `--concurrency 2`, killed by PID on drop. The JSON pieces come from [`crate::envoy`]
+//! ([`listener`], [`cluster`], [`portcullis_filter`]), so a test never writes Envoy JSON itself.
+
+use serde_json::{json, Value};
+
+use crate::envoy::{bootstrap, cluster, listener, portcullis_filter, with_use_remote_address, Envoy};
+use crate::rls::grpc_cluster;
+
+/// The cluster every [`Listener`] routes to unless told otherwise.
+pub const UPSTREAM: &str = "upstream";
+
+/// One listener on 127.0.0.1 port 0 running the Portcullis filter (then the router).
+#[derive(Debug, Clone)]
+pub struct Listener {
+    name: String,
+    plugin_config: Value,
+    env: Vec<(String, String)>,
+    route_cluster: String,
+    use_remote_address: bool,
+    http1_trailers: bool,
+    request_headers_to_add: Vec<(String, String)>,
+}
+
+impl Listener {
+    /// A listener named `name` running Portcullis with `plugin_config`, routing every request
+    /// to the [`UPSTREAM`] cluster.
+    pub fn new(name: &str, plugin_config: &Value) -> Listener {
+        Listener {
+            name: name.to_string(),
+            plugin_config: plugin_config.clone(),
+            env: Vec::new(),
+            route_cluster: UPSTREAM.to_string(),
+            use_remote_address: false,
+            http1_trailers: false,
+            request_headers_to_add: Vec::new(),
+        }
+    }
+
+    /// Adds an environment variable of the filter's VM (e.g. a secret named by `*_env`).
+    pub fn env(mut self, name: &str, value: &str) -> Listener {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Routes to `cluster` instead of [`UPSTREAM`].
+    pub fn route_to(mut self, cluster: &str) -> Listener {
+        self.route_cluster = cluster.to_string();
+        self
+    }
+
+    /// `use_remote_address: true` on the HTTP connection manager: the client address is the
+    /// TCP peer's, never the last `X-Forwarded-For` entry (see
+    /// [`with_use_remote_address`]).
+    pub fn use_remote_address(mut self) -> Listener {
+        self.use_remote_address = true;
+        self
+    }
+
+    /// `http_protocol_options: {enable_trailers: true}`: Envoy's HTTP/1 codec then decodes the
+    /// trailers of a chunked request and hands them to the filters (by default it drops them).
+    pub fn http1_trailers(mut self) -> Listener {
+        self.http1_trailers = true;
+        self
+    }
+
+    /// A header the route configuration adds to every request it forwards (`value` may use
+    /// Envoy's formatter, e.g. `%FILTER_STATE(...)%`).
+    pub fn request_header_to_add(mut self, name: &str, value: &str) -> Listener {
+        self.request_headers_to_add.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The listener's Envoy JSON.
+    pub fn to_json(&self) -> Value {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let filter = portcullis_filter(&self.plugin_config, &env);
+        let mut l = listener(&self.name, vec![filter], Some(&self.route_cluster));
+        if self.use_remote_address {
+            l = with_use_remote_address(l);
+        }
+        let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+        if self.http1_trailers {
+            hcm["http_protocol_options"] = json!({"enable_trailers": true});
+        }
+        if !self.request_headers_to_add.is_empty() {
+            let headers: Vec<Value> = self
+                .request_headers_to_add
+                .iter()
+                .map(|(key, value)| json!({"header": {"key": key, "value": value}}))
+                .collect();
+            hcm["route_config"]["request_headers_to_add"] = Value::Array(headers);
+        }
+        l
+    }
+}
+
+/// An Envoy bootstrap: Portcullis listeners and static clusters on 127.0.0.1.
+#[derive(Debug, Clone, Default)]
+pub struct Gateway {
+    listeners: Vec<Listener>,
+    clusters: Vec<Value>,
+}
+
+impl Gateway {
+    /// One listener, `main`, running Portcullis with `plugin_config` and routing to
+    /// [`UPSTREAM`] (which the test still declares with [`cluster`](Self::cluster)).
+    pub fn new(plugin_config: &Value) -> Gateway {
+        Gateway::empty().listener(Listener::new("main", plugin_config))
+    }
+
+    /// No listener yet: add them with [`listener`](Self::listener).
+    pub fn empty() -> Gateway {
+        Gateway::default()
+    }
+
+    /// Adds a listener (the first one added is the one [`Envoy::url`] talks to).
+    pub fn listener(mut self, listener: Listener) -> Gateway {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// [`Listener::env`] on every listener added so far.
+    pub fn env(self, name: &str, value: &str) -> Gateway {
+        self.each(|l| l.env(name, value))
+    }
+
+    /// [`Listener::use_remote_address`] on every listener added so far.
+    pub fn use_remote_address(self) -> Gateway {
+        self.each(Listener::use_remote_address)
+    }
+
+    /// [`Listener::http1_trailers`] on every listener added so far.
+    pub fn http1_trailers(self) -> Gateway {
+        self.each(Listener::http1_trailers)
+    }
+
+    /// A static HTTP/1.1 cluster `name` pointing at 127.0.0.1:`port`.
+    pub fn cluster(mut self, name: &str, port: u16) -> Gateway {
+        self.clusters.push(cluster(name, port));
+        self
+    }
+
+    /// A static HTTP/2 (gRPC) cluster `name` pointing at 127.0.0.1:`port`.
+    pub fn grpc_cluster(mut self, name: &str, port: u16) -> Gateway {
+        self.clusters.push(grpc_cluster(name, port));
+        self
+    }
+
+    /// The whole bootstrap.
+    pub fn bootstrap(&self) -> Value {
+        bootstrap(self.listeners.iter().map(Listener::to_json).collect(), self.clusters.clone())
+    }
+
+    /// Starts Envoy and waits until it is ready; `Err` carries Envoy's log (e.g. when it
+    /// refuses the configuration).
+    pub fn try_start(&self) -> Result<Envoy, String> {
+        assert!(!self.listeners.is_empty(), "a gateway needs at least one listener");
+        Envoy::start(&self.bootstrap())
+    }
+
+    /// [`try_start`](Self::try_start), panicking with Envoy's log if it does not start.
+    pub fn start(&self) -> Envoy {
+        self.try_start().unwrap_or_else(|log| panic!("Envoy did not start: {log}"))
+    }
+
+    fn each(mut self, f: impl Fn(Listener) -> Listener) -> Gateway {
+        self.listeners = self.listeners.into_iter().map(f).collect();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hcm(bootstrap: &Value, i: usize) -> &Value {
+        &bootstrap["static_resources"]["listeners"][i]["filter_chains"][0]["filters"][0]["typed_config"]
+    }
+
+    #[test]
+    fn the_common_case_is_the_raw_pieces_put_together() {
+        let cfg = json!({"requires": "none"});
+        let built = Gateway::new(&cfg).env("A", "1").cluster("upstream", 1).cluster("idp", 2).bootstrap();
+        let by_hand = bootstrap(
+            vec![listener("main", vec![portcullis_filter(&cfg, &[("A", "1")])], Some("upstream"))],
+            vec![cluster("upstream", 1), cluster("idp", 2)],
+        );
+        assert_eq!(built, by_hand);
+    }
+
+    #[test]
+    fn listener_options() {
+        let cfg = json!({});
+        let b = Gateway::empty()
+            .listener(Listener::new("edge", &cfg).use_remote_address().http1_trailers())
+            .listener(Listener::new("b", &cfg).route_to("other").request_header_to_add("x-a", "%PROTOCOL%"))
+            .grpc_cluster("rls", 3)
+            .bootstrap();
+        assert_eq!(hcm(&b, 0)["use_remote_address"], true);
+        assert_eq!(hcm(&b, 0)["http_protocol_options"], json!({"enable_trailers": true}));
+        assert!(hcm(&b, 1).get("use_remote_address").is_none());
+        assert!(hcm(&b, 1).get("http_protocol_options").is_none());
+        let route_config = &hcm(&b, 1)["route_config"];
+        assert_eq!(route_config["virtual_hosts"][0]["routes"][0]["route"]["cluster"], "other");
+        assert_eq!(route_config["request_headers_to_add"], json!([{"header": {"key": "x-a", "value": "%PROTOCOL%"}}]));
+        assert_eq!(b["static_resources"]["clusters"][0], grpc_cluster("rls", 3));
+        // Gateway-wide options reach every listener added so far.
+        let b = Gateway::empty()
+            .listener(Listener::new("a", &cfg))
+            .listener(Listener::new("b", &cfg))
+            .use_remote_address()
+            .bootstrap();
+        assert_eq!(
+            (&hcm(&b, 0)["use_remote_address"], &hcm(&b, 1)["use_remote_address"]),
+            (&json!(true), &json!(true))
+        );
+    }
+}
