@@ -50,7 +50,7 @@ pub(crate) struct RawProvider {
     pub(crate) claim_to_headers: Vec<RawClaimToHeader>,
     pub(crate) claim_separator: Option<String>,
     pub(crate) clock_skew_seconds: Option<u64>,
-    pub(crate) max_lifetime: Option<String>,
+    pub(crate) max_lifetime: Option<Duration>,
     pub(crate) require_expiration: Option<bool>,
     pub(crate) max_token_bytes: Option<u64>,
     pub(crate) client_id_claim: Option<String>,
@@ -65,16 +65,16 @@ pub(crate) struct RawProvider {
 pub(crate) struct RawHttpUri {
     pub(crate) uri: String,
     pub(crate) cluster: String,
-    pub(crate) timeout: Option<String>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRemoteJwks {
     pub(crate) http_uri: RawHttpUri,
-    pub(crate) cache_duration: Option<String>,
-    pub(crate) max_stale: Option<String>,
-    pub(crate) unknown_kid_refresh_interval: Option<String>,
+    pub(crate) cache_duration: Option<Duration>,
+    pub(crate) max_stale: Option<Duration>,
+    pub(crate) unknown_kid_refresh_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,8 +88,8 @@ pub(crate) struct RawLocalJwks {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDiscovery {
     pub(crate) cluster: String,
-    pub(crate) timeout: Option<String>,
-    pub(crate) cache_duration: Option<String>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) cache_duration: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,7 +137,7 @@ pub(crate) struct RawEndpoint {
     pub(crate) cluster: String,
     pub(crate) authority: String,
     pub(crate) path: String,
-    pub(crate) timeout: Option<String>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,8 +153,8 @@ pub(crate) struct RawIntrospection {
     pub(crate) upstream_header: Option<RawHeaderSource>,
     #[serde(default)]
     pub(crate) claim_to_headers: Vec<RawClaimToHeader>,
-    pub(crate) cache_duration: Option<String>,
-    pub(crate) negative_cache_duration: Option<String>,
+    pub(crate) cache_duration: Option<Duration>,
+    pub(crate) negative_cache_duration: Option<Duration>,
     pub(crate) claims_header: Option<String>,
     pub(crate) verify_with: Option<String>,
     pub(crate) opaque_prefix: Option<String>,
@@ -181,7 +181,7 @@ pub(crate) struct RawIdentity {
     pub(crate) cluster: String,
     pub(crate) authority: String,
     pub(crate) path: String,
-    pub(crate) timeout: Option<String>,
+    pub(crate) timeout: Option<Duration>,
     pub(crate) registered_at: String,
 }
 
@@ -191,7 +191,7 @@ pub(crate) struct RawIssue {
     pub(crate) issuer: String,
     #[serde(default)]
     pub(crate) audiences: Vec<String>,
-    pub(crate) lifetime: Option<String>,
+    pub(crate) lifetime: Option<Duration>,
     pub(crate) algorithm: String,
     pub(crate) signing_key_pem: Option<String>,
     pub(crate) signing_key_pem_env: Option<String>,
@@ -211,8 +211,8 @@ pub(crate) struct RawForwardHeaders {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLockout {
     pub(crate) max_failures: u64,
-    pub(crate) window: String,
-    pub(crate) block: String,
+    pub(crate) window: Duration,
+    pub(crate) block: Duration,
     pub(crate) max_subjects: Option<u64>,
 }
 
@@ -232,7 +232,7 @@ pub(crate) struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPlan {
     pub(crate) requests: u64,
-    pub(crate) per: String,
+    pub(crate) per: Duration,
     pub(crate) burst: Option<u64>,
     pub(crate) global: Option<RawGlobal>,
 }
@@ -242,7 +242,7 @@ pub(crate) struct RawPlan {
 pub(crate) struct RawGlobal {
     pub(crate) cluster: String,
     pub(crate) domain: String,
-    pub(crate) timeout: Option<String>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,7 +287,53 @@ pub(crate) struct RawEvents {
     #[serde(default)]
     pub(crate) webhooks: Vec<RawEndpoint>,
     pub(crate) batch_size: Option<u64>,
-    pub(crate) batch_interval: Option<String>,
+    pub(crate) batch_interval: Option<Duration>,
     #[serde(default)]
     pub(crate) rules: Vec<serde_json::Value>,
+}
+
+/// A duration as Envoy's configuration writes it: protobuf-JSON text (`"300s"`, `"0.5s"`) or
+/// the object form of `google.protobuf.Duration` (`{"seconds": 300, "nanos": 0}`) that Envoy's
+/// own examples use. Normalised to the text form; validation parses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Duration(pub(crate) String);
+
+impl std::ops::Deref for Duration {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Object {
+            #[serde(default)]
+            seconds: i64,
+            #[serde(default)]
+            nanos: i64,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Object(Object),
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::Text(t)) => Ok(Duration(t)),
+            Ok(Repr::Object(o)) => {
+                if o.seconds < 0 || !(0..1_000_000_000).contains(&o.nanos) {
+                    return Ok(Duration(format!("{}.{}s", o.seconds, o.nanos)));
+                }
+                let frac = format!("{:09}", o.nanos);
+                let frac = frac.trim_end_matches('0');
+                Ok(Duration(if frac.is_empty() { format!("{}s", o.seconds) } else { format!("{}.{frac}s", o.seconds) }))
+            }
+            Err(_) => Err(serde::de::Error::custom(
+                "must be a duration: \"300s\", \"0.5s\" or {\"seconds\": 300, \"nanos\": 0}",
+            )),
+        }
+    }
 }

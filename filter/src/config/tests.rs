@@ -880,6 +880,39 @@ fn remote_jwks_defaults() {
 }
 
 #[test]
+fn durations_in_the_object_form_envoy_examples_use() {
+    // `google.protobuf.Duration` as an object, as in Envoy's jwt_authn documentation.
+    let c = load_ok(
+        r#"{"providers":{"corp":{"remote_jwks":{"http_uri":{"uri":"http://idp","cluster":"idp","timeout":{"seconds":1,"nanos":500000000}},
+            "cache_duration":{"seconds":300},"max_stale":{"nanos":0},"unknown_kid_refresh_interval":"5s"}}}}"#,
+    );
+    match &c.providers[0].keys {
+        KeySource::Remote(r) => assert_eq!(
+            (r.timeout_ms, r.cache_duration_ms, r.max_stale_ms, r.unknown_kid_refresh_interval_ms),
+            (1500, 300_000, 0, 5000)
+        ),
+        other => panic!("expected remote keys, got {other:?}"),
+    }
+    for (doc, want) in [
+        (
+            r#"{"providers":{"corp":{"remote_jwks":{"http_uri":{"uri":"http://idp","cluster":"idp","timeout":{"seconds":1,"nanos":1}}}}}}"#,
+            "providers.corp.remote_jwks.http_uri.timeout",
+        ),
+        (
+            r#"{"providers":{"corp":{"remote_jwks":{"http_uri":{"uri":"http://idp","cluster":"idp","timeout":{"secs":1}}}}}}"#,
+            "providers.corp.remote_jwks.http_uri.timeout: must be a duration: \"300s\", \"0.5s\" or {\"seconds\": 300, \"nanos\": 0}",
+        ),
+        (
+            r#"{"providers":{"corp":{"remote_jwks":{"http_uri":{"uri":"http://idp","cluster":"idp","timeout":{"seconds":-1}}}}}}"#,
+            "providers.corp.remote_jwks.http_uri.timeout",
+        ),
+    ] {
+        let e = load(doc).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{doc}\n got: {e}");
+    }
+}
+
+#[test]
 fn discovery_from_issuer() {
     let c = load_ok(
         r#"{"providers":{"corp":{"issuer":"https://idp.example.com/realms/x/","discovery":{"cluster":"idp"}}}}"#,
