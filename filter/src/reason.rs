@@ -64,13 +64,15 @@ pub enum Reason {
     /// The token's `typ` header is not one the provider accepts (RFC 8725 §3.11: a logout or
     /// security-event token is not an access token).
     TokenType,
+    /// The token's `sub` does not match the provider's `subjects`.
+    TokenSubject,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -97,6 +99,7 @@ impl Reason {
         Reason::IntrospectionUnavailable,
         Reason::NonCanonicalRequest,
         Reason::TokenType,
+        Reason::TokenSubject,
         Reason::Internal,
     ];
 
@@ -129,6 +132,7 @@ impl Reason {
             Reason::IntrospectionUnavailable => "introspection_unavailable",
             Reason::NonCanonicalRequest => "request_not_canonical",
             Reason::TokenType => "token_type",
+            Reason::TokenSubject => "token_subject",
             Reason::Internal => "internal",
         }
     }
@@ -217,6 +221,7 @@ impl Reason {
                 "The request method or path is not in canonical form (dot or empty segments, encoded separators, path parameters or invalid escapes)."
             }
             Reason::TokenType => "The token's type is not accepted as an access token.",
+            Reason::TokenSubject => "The access token's subject is not accepted.",
             Reason::Internal => "The request could not be evaluated.",
         }
     }

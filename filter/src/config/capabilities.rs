@@ -28,6 +28,12 @@ pub(crate) fn validate_provider(
         }
         (Some(l), None, None) => {
             let lp = format!("{path}.local_jwks");
+            if l.filename.is_some() {
+                return err(
+                    format!("{lp}.filename"),
+                    "a Wasm filter cannot read files: put the JWKS in inline_string, or in a VM environment variable named by inline_string_env (Envoy vm_config.environment_variables, Istio vmConfig.env)",
+                );
+            }
             let text = secret(&lp, "inline_string", l.inline_string, l.inline_string_env, env)?;
             let (set, warns) = jwks::parse(text.as_bytes()).map_err(|e| ConfigError {
                 path: format!("{lp}.inline_string"),
@@ -45,6 +51,13 @@ pub(crate) fn validate_provider(
         }
         (None, Some(r), None) => {
             let rp = format!("{path}.remote_jwks");
+            // async_fetch is what Portcullis always does (the first fetch on the first tick,
+            // refreshes in the background, requests waiting only for a set they need).
+            if r.retry_policy.is_some() {
+                warnings.push(format!(
+                    "{rp}.retry_policy: accepted and not applied: failed key-set fetches are retried with Portcullis's own backoff on the tick"
+                ));
+            }
             KeySource::Remote(validate_remote(
                 &rp,
                 &r.http_uri,
@@ -151,10 +164,64 @@ pub(crate) fn validate_provider(
         Some(c) => vec![claim_path(&format!("{path}.client_id_claim"), &c)?],
         None => vec![vec!["client_id".into()], vec!["azp".into()]],
     };
-    let payload_in_metadata = match p.payload_in_metadata {
-        Some(m) if m.is_empty() => return err(format!("{path}.payload_in_metadata"), "must not be empty"),
+    if p.payload_in_metadata.is_some() {
+        return err(
+            format!("{path}.payload_in_metadata"),
+            "renamed payload_in_filter_state: Portcullis writes Envoy filter state (wasm.<name>), not the dynamic metadata jwt_authn writes, so RBAC and Istio's request.auth.* cannot read it; use claim_to_headers and x-portcullis-client for AuthorizationPolicy (see README, Migration)",
+        );
+    }
+    for (field, what) in [
+        (p.header_in_metadata.is_some(), "header_in_metadata"),
+        (p.failed_status_in_metadata.is_some(), "failed_status_in_metadata"),
+    ] {
+        if field {
+            return err(
+                format!("{path}.{what}"),
+                "a Wasm filter cannot write Envoy dynamic metadata; the verdict is in x-portcullis-decision (shadow mode) and the stats, the payload in payload_in_filter_state",
+            );
+        }
+    }
+    let payload_in_filter_state = match p.payload_in_filter_state {
+        Some(m) if m.is_empty() => return err(format!("{path}.payload_in_filter_state"), "must not be empty"),
         other => other,
     };
+    let subjects = match p.subjects {
+        None => None,
+        Some(m) => {
+            let sp = format!("{path}.subjects");
+            if m.safe_regex.is_some() {
+                return err(format!("{sp}.safe_regex"), "regular expressions are not supported (no regex engine in the module): use exact, prefix, suffix or contains");
+            }
+            let ic = m.ignore_case;
+            let given = [
+                m.exact.map(|v| SubjectMatcher::Exact(v, ic)),
+                m.prefix.map(|v| SubjectMatcher::Prefix(v, ic)),
+                m.suffix.map(|v| SubjectMatcher::Suffix(v, ic)),
+                m.contains.map(|v| SubjectMatcher::Contains(v, ic)),
+            ];
+            let mut given: Vec<SubjectMatcher> = given.into_iter().flatten().collect();
+            if given.len() != 1 {
+                return err(sp, "give exactly one of exact, prefix, suffix or contains");
+            }
+            given.pop()
+        }
+    };
+    if let Some(c) = &p.jwt_cache_config {
+        // Portcullis always caches verified tokens (top-level verified_token_cache_size); the
+        // size given here raises that cache when larger.
+        if c.jwt_cache_size.is_some_and(|n| n > 1_000_000) {
+            return err(format!("{path}.jwt_cache_config.jwt_cache_size"), "must be at most 1000000");
+        }
+    }
+    let space_delimited_claims = p.normalize_payload_in_metadata.map(|n| n.space_delimited_claims).unwrap_or_default();
+    for (i, c) in space_delimited_claims.iter().enumerate() {
+        if c.is_empty() {
+            return err(
+                format!("{path}.normalize_payload_in_metadata.space_delimited_claims[{i}]"),
+                "must not be empty",
+            );
+        }
+    }
     let hmac_secret = match (p.hmac_secret, p.hmac_secret_env) {
         (None, None) => None,
         (a, b) => {
@@ -193,6 +260,9 @@ pub(crate) fn validate_provider(
         name,
         store_ns,
         allowed_typ,
+        subjects,
+        space_delimited_claims,
+        pad_forward_payload_header: p.pad_forward_payload_header,
         issuer: p.issuer,
         audiences: p.audiences,
         keys,
@@ -206,7 +276,7 @@ pub(crate) fn validate_provider(
         require_expiration: p.require_expiration.unwrap_or(true),
         max_token_bytes,
         client_id_claims,
-        payload_in_metadata,
+        payload_in_filter_state,
         hmac_secret,
     })
 }

@@ -55,6 +55,14 @@ pub(crate) struct RawProvider {
     pub(crate) max_token_bytes: Option<u64>,
     pub(crate) client_id_claim: Option<String>,
     pub(crate) payload_in_metadata: Option<String>,
+    pub(crate) payload_in_filter_state: Option<String>,
+    pub(crate) subjects: Option<RawStringMatcher>,
+    pub(crate) jwt_cache_config: Option<RawJwtCacheConfig>,
+    pub(crate) normalize_payload_in_metadata: Option<RawNormalizePayload>,
+    #[serde(default)]
+    pub(crate) pad_forward_payload_header: bool,
+    pub(crate) header_in_metadata: Option<serde_json::Value>,
+    pub(crate) failed_status_in_metadata: Option<serde_json::Value>,
     pub(crate) hmac_secret: Option<String>,
     pub(crate) hmac_secret_env: Option<String>,
     pub(crate) allowed_typ: Option<Vec<String>>,
@@ -75,6 +83,10 @@ pub(crate) struct RawRemoteJwks {
     pub(crate) cache_duration: Option<Duration>,
     pub(crate) max_stale: Option<Duration>,
     pub(crate) unknown_kid_refresh_interval: Option<Duration>,
+    /// Accepted for migration from jwt_authn: background fetching is what Portcullis does.
+    #[allow(dead_code)]
+    pub(crate) async_fetch: Option<serde_json::Value>,
+    pub(crate) retry_policy: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +94,7 @@ pub(crate) struct RawRemoteJwks {
 pub(crate) struct RawLocalJwks {
     pub(crate) inline_string: Option<String>,
     pub(crate) inline_string_env: Option<String>,
+    pub(crate) filename: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,4 +349,35 @@ impl<'de> Deserialize<'de> for Duration {
             )),
         }
     }
+}
+
+/// Envoy's `type.matcher.v3.StringMatcher` (as in `jwt_authn` `subjects`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStringMatcher {
+    pub(crate) exact: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) suffix: Option<String>,
+    pub(crate) contains: Option<String>,
+    pub(crate) safe_regex: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) ignore_case: bool,
+}
+
+/// `jwt_authn` `JwtCacheConfig`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwtCacheConfig {
+    pub(crate) jwt_cache_size: Option<u64>,
+    /// Accepted for migration: every token up to `max_token_bytes` is cached.
+    #[allow(dead_code)]
+    pub(crate) jwt_max_token_size: Option<u64>,
+}
+
+/// `jwt_authn` `JwtProvider.NormalizePayload`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNormalizePayload {
+    #[serde(default)]
+    pub(crate) space_delimited_claims: Vec<String>,
 }

@@ -66,7 +66,9 @@ const INVALID: &[(&str, &str)] = &[
         "providers.corp.audience: unknown field `audience`, expected one of `issuer`, `audiences`, `remote_jwks`, \
          `local_jwks`, `discovery`, `from_headers`, `from_params`, `from_cookies`, `forward`, \
          `forward_payload_header`, `claim_to_headers`, `claim_separator`, `clock_skew_seconds`, `max_lifetime`, \
-         `require_expiration`, `max_token_bytes`, `client_id_claim`, `payload_in_metadata`, `hmac_secret`, \
+         `require_expiration`, `max_token_bytes`, `client_id_claim`, `payload_in_metadata`, \
+         `payload_in_filter_state`, `subjects`, `jwt_cache_config`, `normalize_payload_in_metadata`, \
+         `pad_forward_payload_header`, `header_in_metadata`, `failed_status_in_metadata`, `hmac_secret`, \
          `hmac_secret_env`, `allowed_typ`",
     ),
     (
@@ -269,8 +271,8 @@ const INVALID: &[(&str, &str)] = &[
         "providers.corp.client_id_claim: \"\" is not a claim name (use dots for nested claims, like \"realm_access.roles\")",
     ),
     (
-        r#"{"providers":{"corp":{"local_jwks":{"inline_string":@JWKS@},"payload_in_metadata":""}}}"#,
-        "providers.corp.payload_in_metadata: must not be empty",
+        r#"{"providers":{"corp":{"local_jwks":{"inline_string":@JWKS@},"payload_in_filter_state":""}}}"#,
+        "providers.corp.payload_in_filter_state: must not be empty",
     ),
     // HMAC secrets.
     (
@@ -667,7 +669,7 @@ fn spec_like_provider_gets_defaults() {
     assert!(p.require_expiration);
     assert_eq!(p.max_token_bytes, 32768);
     assert_eq!(p.client_id_claims, vec![vec!["client_id".to_string()], vec!["azp".to_string()]]);
-    assert_eq!(p.payload_in_metadata, None);
+    assert_eq!(p.payload_in_filter_state, None);
     assert_eq!(p.hmac_secret, None);
 
     // Both credential methods are configured: the default accepts either.
@@ -762,7 +764,7 @@ fn explicit_provider_settings() {
             "from_params":["access_token"],"from_cookies":["session"],
             "forward":true,"claim_separator":" ","clock_skew_seconds":0,"max_lifetime":"86400.5s",
             "require_expiration":false,"max_token_bytes":256,"client_id_claim":"app.id",
-            "payload_in_metadata":"jwt_payload"}}}"#,
+            "payload_in_filter_state":"jwt_payload"}}}"#,
     );
     let p = &c.providers[0];
     assert_eq!(p.issuer, None);
@@ -782,7 +784,7 @@ fn explicit_provider_settings() {
     assert!(!p.require_expiration);
     assert_eq!(p.max_token_bytes, 256);
     assert_eq!(p.client_id_claims, vec![vec!["app".to_string(), "id".to_string()]]);
-    assert_eq!(p.payload_in_metadata.as_deref(), Some("jwt_payload"));
+    assert_eq!(p.payload_in_filter_state.as_deref(), Some("jwt_payload"));
 }
 
 #[test]
@@ -1013,5 +1015,62 @@ fn split_url_refuses() {
     ];
     for uri in bad {
         assert_eq!(split_url(uri), None, "{uri}");
+    }
+}
+
+/// A provider block copied from Envoy's `jwt_authn` documentation (with the fields Portcullis
+/// honours or accepts for migration) loads as is.
+#[test]
+fn a_jwt_authn_provider_block_loads() {
+    let c = load_ok(
+        r#"{"providers":{"provider_name1":{
+            "issuer":"https://example.com",
+            "audiences":["bookstore_android.apps.googleusercontent.com","bookstore_web.apps.googleusercontent.com"],
+            "remote_jwks":{"http_uri":{"uri":"https://example.com/.well-known/jwks.json","cluster":"example_jwks_cluster","timeout":"1s"},
+                           "cache_duration":{"seconds":300},
+                           "async_fetch":{"fast_listener":false},
+                           "retry_policy":{"retry_back_off":{"base_interval":"0.01s","max_interval":"20s"},"num_retries":10}},
+            "forward":true,
+            "forward_payload_header":"x-jwt-payload",
+            "pad_forward_payload_header":true,
+            "from_headers":[{"name":"x-goog-iap-jwt-assertion","value_prefix":""}],
+            "subjects":{"prefix":"spiffe://cluster.local/"},
+            "jwt_cache_config":{"jwt_cache_size":2000},
+            "normalize_payload_in_metadata":{"space_delimited_claims":["scope","roles"]},
+            "claim_to_headers":[{"header_name":"x-sub","claim_name":"sub"}],
+            "clock_skew_seconds":60
+        }}}"#,
+    );
+    let p = &c.providers[0];
+    assert_eq!(p.subjects, Some(SubjectMatcher::Prefix("spiffe://cluster.local/".into(), false)));
+    assert!(p.pad_forward_payload_header);
+    assert_eq!(p.space_delimited_claims, vec!["scope".to_string(), "roles".to_string()]);
+    assert_eq!(c.verified_token_cache_size, 2000, "jwt_cache_size raises the verified-token cache");
+    assert!(c.warnings.iter().any(|w| w.contains("retry_policy")), "{:?}", c.warnings);
+    // What cannot be honoured is refused with what to use instead.
+    for (doc, want) in [
+        (
+            r#"{"providers":{"p":{"local_jwks":{"filename":"/etc/jwks.json"}}}}"#,
+            "providers.p.local_jwks.filename: a Wasm filter cannot read files",
+        ),
+        (
+            r#"{"providers":{"p":{"local_jwks":{"inline_string":@JWKS@},"payload_in_metadata":"x"}}}"#,
+            "providers.p.payload_in_metadata: renamed payload_in_filter_state",
+        ),
+        (
+            r#"{"providers":{"p":{"local_jwks":{"inline_string":@JWKS@},"subjects":{"safe_regex":{"regex":".*"}}}}}"#,
+            "providers.p.subjects.safe_regex: regular expressions are not supported",
+        ),
+        (
+            r#"{"providers":{"p":{"local_jwks":{"inline_string":@JWKS@},"subjects":{"prefix":"a","suffix":"b"}}}}"#,
+            "providers.p.subjects: give exactly one of exact, prefix, suffix or contains",
+        ),
+        (
+            r#"{"providers":{"p":{"local_jwks":{"inline_string":@JWKS@},"header_in_metadata":"h"}}}"#,
+            "providers.p.header_in_metadata: a Wasm filter cannot write Envoy dynamic metadata",
+        ),
+    ] {
+        let e = load(doc).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{doc}\n got: {e}");
     }
 }

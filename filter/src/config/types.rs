@@ -93,8 +93,16 @@ pub struct Provider {
     pub require_expiration: bool,
     pub max_token_bytes: usize,
     pub client_id_claims: Vec<ClaimPath>,
-    pub payload_in_metadata: Option<String>,
+    /// `payload_in_filter_state`: the verified payload goes to Envoy filter state under this name.
+    pub payload_in_filter_state: Option<String>,
     pub hmac_secret: Option<Vec<u8>>,
+    /// `subjects`: the token's `sub` must match (jwt_authn's `StringMatcher`).
+    pub subjects: Option<SubjectMatcher>,
+    /// Claims whose space-delimited string values are split into arrays (jwt_authn's
+    /// `normalize_payload_in_metadata.space_delimited_claims`), for headers, policy and state.
+    pub space_delimited_claims: Vec<String>,
+    /// Base64url-pad the `forward_payload_header` value (jwt_authn's `pad_forward_payload_header`).
+    pub pad_forward_payload_header: bool,
     /// Accepted `typ` header values (compared case-insensitively); a token without `typ` is
     /// accepted. Default: `JWT`, `at+jwt`, `application/at+jwt`.
     pub allowed_typ: Vec<String>,
@@ -315,4 +323,26 @@ pub struct LockoutPolicy {
     pub max_failures: u64,
     pub window_ms: u64,
     pub block_ms: u64,
+}
+
+/// A `subjects` matcher: how the token's `sub` must compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectMatcher {
+    Exact(String, bool),
+    Prefix(String, bool),
+    Suffix(String, bool),
+    Contains(String, bool),
+}
+
+impl SubjectMatcher {
+    /// True when `sub` matches (the bool of each variant is `ignore_case`).
+    pub fn matches(&self, sub: &str) -> bool {
+        let fold = |s: &str, ic: bool| if ic { s.to_ascii_lowercase() } else { s.to_string() };
+        match self {
+            SubjectMatcher::Exact(v, ic) => fold(sub, *ic) == fold(v, *ic),
+            SubjectMatcher::Prefix(v, ic) => fold(sub, *ic).starts_with(&fold(v, *ic)),
+            SubjectMatcher::Suffix(v, ic) => fold(sub, *ic).ends_with(&fold(v, *ic)),
+            SubjectMatcher::Contains(v, ic) => fold(sub, *ic).contains(&fold(v, *ic)),
+        }
+    }
 }

@@ -36,6 +36,14 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         Some(n) if n <= 100_000 => n as usize,
         Some(_) => return err("verified_token_cache_size", "must be at most 100000"),
     };
+    // jwt_authn's per-provider `jwt_cache_config.jwt_cache_size` raises the (shared) cache.
+    let from_providers = raw
+        .providers
+        .values()
+        .filter_map(|p| p.jwt_cache_config.as_ref()?.jwt_cache_size)
+        .max()
+        .map_or(0, |n| n.min(100_000) as usize);
+    let verified_token_cache_size = verified_token_cache_size.max(from_providers);
 
     // Rate-limit plans come first: API-key clients and routes refer to them.
     let mut plans = BTreeMap::new();

@@ -203,7 +203,12 @@ pub(super) fn evaluate(
                     strip_credential(&id.found.source, &mut mutations, &mut path, req);
                 }
                 if let Some(h) = &p.forward_payload_header {
-                    mutations.set.push((h.clone(), v.payload_b64.clone()));
+                    let mut value = v.payload_b64.clone();
+                    if p.pad_forward_payload_header {
+                        // base64url with `=` padding, as jwt_authn's pad_forward_payload_header.
+                        value.extend(std::iter::repeat_n('=', (4 - value.len() % 4) % 4));
+                    }
+                    mutations.set.push((h.clone(), value));
                 }
                 for (h, claim) in &p.claim_to_headers {
                     if let Some(value) =
@@ -212,7 +217,7 @@ pub(super) fn evaluate(
                         mutations.set.push((h.clone(), value));
                     }
                 }
-                if let Some(name) = &p.payload_in_metadata {
+                if let Some(name) = &p.payload_in_filter_state {
                     mutations
                         .filter_state
                         .push((name.clone(), serde_json::Value::Object(v.claims.clone()).to_string()));

@@ -453,3 +453,25 @@ fn an_anonymous_flood_never_pushes_authenticated_clients_into_table_full() {
     }
     assert_eq!(denied, 0, "authenticated clients are never limited by an anonymous flood");
 }
+
+#[test]
+fn payload_header_padding_and_filter_state_name() {
+    let s = Signer::new("k1");
+    let mut cfg = cfg_with(&s, json!({}));
+    cfg.providers[0].forward_payload_header = Some("x-jwt-payload".into());
+    cfg.providers[0].payload_in_filter_state = Some("jwt_payload".into());
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let tok = s.mint(claims());
+    let run1 = |cfg: &Config, st: &mut WorkerState| {
+        decided(run(cfg, st, &store, NOW, req("/x", &[("authorization", &format!("Bearer {tok}"))])))
+    };
+    let d = run1(&cfg, &mut st);
+    let plain = set(mutations(&d), "x-jwt-payload").unwrap().to_string();
+    assert!(!plain.ends_with('='));
+    assert_eq!(mutations(&d).filter_state[0].0, "jwt_payload");
+    cfg.providers[0].pad_forward_payload_header = true;
+    let d = run1(&cfg, &mut st);
+    let padded = set(mutations(&d), "x-jwt-payload").unwrap();
+    assert_eq!(padded.len() % 4, 0);
+    assert_eq!(padded.trim_end_matches('='), plain);
+}

@@ -169,6 +169,12 @@ pub fn check_claims(claims: &Map<String, Value>, provider: &Provider, now: u64) 
             Some(_) => return Err(Reason::TokenClaims),
         }
     }
+    if let Some(m) = &provider.subjects {
+        match claims.get("sub") {
+            Some(Value::String(s)) if m.matches(s) => {}
+            _ => return Err(Reason::TokenSubject),
+        }
+    }
     if !provider.audiences.is_empty() {
         let ok = match claims.get("aud") {
             Some(Value::String(a)) => provider.audiences.iter().any(|w| w == a),
@@ -295,6 +301,14 @@ pub fn verify(
             }
         }
     };
+    let mut claims = parsed.claims;
+    for name in &provider.space_delimited_claims {
+        if let Some(Value::String(s)) = claims.get(name) {
+            let parts: Vec<Value> = s.split(' ').filter(|p| !p.is_empty()).map(|p| Value::String(p.into())).collect();
+            claims.insert(name.clone(), Value::Array(parts));
+        }
+    }
+    let parsed = Parsed { claims, ..parsed };
     let verified = Verified {
         client_id: provider
             .client_id_claims

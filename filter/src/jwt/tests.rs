@@ -566,3 +566,28 @@ proptest! {
         prop_assert_eq!(r, Err(if n > p.max_token_bytes { Reason::TokenTooLarge } else { Reason::TokenMalformed }));
     }
 }
+
+#[test]
+fn subjects_and_space_delimited_claims() {
+    let (mut p, k) = provider_and_keys();
+    let mut c = claims();
+    c["sub"] = json!("spiffe://cluster.local/ns/shop/sa/web");
+    c["roles"] = json!("admin  ops");
+    let t = eddsa(r#"{"alg":"EdDSA","kid":"ed"}"#, &c.to_string());
+    p.subjects = Some(crate::config::SubjectMatcher::Prefix("spiffe://cluster.local/".into(), false));
+    assert!(verify(&t, &p, &k, NOW, &NoNative, true).is_ok());
+    p.subjects = Some(crate::config::SubjectMatcher::Prefix("spiffe://other/".into(), false));
+    assert_eq!(verify(&t, &p, &k, NOW, &NoNative, true).unwrap_err(), Reason::TokenSubject);
+    p.subjects = Some(crate::config::SubjectMatcher::Suffix("/SA/WEB".into(), true));
+    assert!(verify(&t, &p, &k, NOW, &NoNative, true).is_ok(), "ignore_case");
+    // A token without a string `sub` never matches.
+    let mut no_sub = claims();
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let t2 = eddsa(r#"{"alg":"EdDSA","kid":"ed"}"#, &no_sub.to_string());
+    assert_eq!(verify(&t2, &p, &k, NOW, &NoNative, true).unwrap_err(), Reason::TokenSubject);
+    p.subjects = None;
+    p.space_delimited_claims = vec!["roles".into()];
+    let (v, _) = verify(&t, &p, &k, NOW, &NoNative, true).unwrap();
+    assert_eq!(v.claims["roles"], json!(["admin", "ops"]));
+    assert_eq!(claim_header_value(&v.claims["roles"], ","), Some("admin,ops".into()));
+}
