@@ -11,18 +11,26 @@
 //!   upstream receives the canonical `:path`; `HEAD` matches a `GET` route; `match.ignore_case`;
 //! * the token endpoint: every path variant is checked, OAuth parameters in the query and
 //!   non-`POST` methods are refused, and body-less requests lose forged identity headers;
+//!   a password-grant request whose body ends in trailers is refused (400 `invalid_request`)
+//!   before any identity backend or the token server sees it;
+//! * over HTTP/2 (h2c, sent with `curl`), where Envoy's codec lets a lower-case `:method`
+//!   through, the filter itself refuses it: 400 `request_not_canonical`;
 //! * owned headers are recognised with `_` folded to `-`;
 //! * a request parked behind another worker's introspection is answered when that
 //!   introspection fails;
-//! * anonymous rate limiting keys on the TCP peer under `use_remote_address: true`;
+//! * anonymous rate limiting and the password-grant lockout key on the TCP peer under
+//!   `use_remote_address: true`: a spoofed `X-Forwarded-For` neither escapes a limit nor locks
+//!   another address out;
 //! * shared state (the introspection cache) is namespaced per configuration.
 //!
 //! Each test's comment describes what the filter did before the fix.
 
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use portcullis::apikey::hash_hex;
+use portcullis_harness::curl;
 use portcullis_harness::envoy::Envoy;
 use portcullis_harness::gateway::{Gateway, Listener};
 use portcullis_harness::http;
@@ -559,4 +567,170 @@ fn introspection_cache_is_namespaced_per_configuration() {
     let r = send_to(envoy.port("a"), "GET", "/orders", &headers, None);
     assert_eq!(r.status, 200, "A after B: {}", r.text());
     assert_eq!(idp_a.hits(Endpoint::Introspect), 1, "A answered from its own cache");
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. A token request whose body ends in trailers
+// ---------------------------------------------------------------------------------------
+
+/// `POST /oauth/token` with a chunked form `body` in `pieces` chunks, then `trailers` (none:
+/// an ordinary chunked request), written byte for byte.
+fn chunked_token_request(body: &str, pieces: usize, trailers: &[(&str, &str)]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST /oauth/token HTTP/1.1\r\nHost: token.test\r\nContent-Type: {FORM}\r\nTransfer-Encoding: chunked\r\n"
+    );
+    if !trailers.is_empty() {
+        let names: Vec<&str> = trailers.iter().map(|(k, _)| *k).collect();
+        raw.push_str(&format!("Trailer: {}\r\n", names.join(", ")));
+    }
+    raw.push_str("Connection: close\r\n\r\n");
+    let size = body.len().div_ceil(pieces);
+    for chunk in body.as_bytes().chunks(size) {
+        raw.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
+    }
+    raw.push_str("0\r\n");
+    for (k, v) in trailers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    raw.into_bytes()
+}
+
+/// Old behaviour: the password-grant check ran when the body callback saw the end of the
+/// stream. A request whose body ends in trailers never has such a body callback (the stream
+/// ends with the trailers), so the check never ran: no identity backend was asked, and the
+/// form, password included, was relayed to the token server, which issued a token for a
+/// password nobody checked. Now the filter refuses it: 400 `invalid_request`. Envoy's HTTP/1
+/// codec hands request trailers to the filters only with `http_protocol_options:
+/// {enable_trailers: true}` (otherwise it drops them), hence [`Gateway::http1_trailers`].
+#[test]
+fn a_token_request_ending_in_trailers_is_refused() {
+    let idp = TestIdp::start();
+    idp.add_backend("legacy");
+    idp.add_backend("ldap");
+    idp.add_user("legacy", "alice", "pw-alice", None);
+    let up = EchoUpstream::start();
+    let envoy =
+        Gateway::new(&grant_config()).http1_trailers().cluster("upstream", up.port).cluster("idp", idp.port).start();
+    let addr = format!("127.0.0.1:{}", envoy.listeners[0].1);
+    let body = login_body("alice", "pw-alice");
+
+    // Control: the same login, chunked without trailers, is checked and relayed.
+    let r = http::request_raw(&addr, &chunked_token_request(&body, 2, &[])).expect("chunked login answered");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"][IDENTITY_HEADER], "legacy", "{}", r.text());
+    assert_eq!(idp.backend_hits().len(), 2, "{:?}", idp.backend_hits());
+    up.clear();
+    idp.reset_hits();
+
+    for pieces in [1, 2] {
+        let raw = chunked_token_request(&body, pieces, &[("x-checksum", "sha256-abc")]);
+        let r = http::request_raw(&addr, &raw).expect("login with trailers answered");
+        assert_eq!(r.status, 400, "{pieces} chunk(s) + trailers: {}", r.text());
+        assert_eq!(r.json()["error"], "invalid_request", "{pieces} chunk(s) + trailers: {}", r.text());
+    }
+    assert!(idp.backend_hits().is_empty(), "a backend was asked: {:?}", idp.backend_hits());
+    assert_eq!(up.count(), 0, "the login reached the token server: {:?}", up.requests());
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. A lower-case method over HTTP/2
+// ---------------------------------------------------------------------------------------
+
+/// Old behaviour: Envoy's HTTP/1 codec refuses `post` (see the first test), but over HTTP/2
+/// the `:method` pseudo-header reaches the filters as sent. Routes matched methods exactly,
+/// so `post /orders` did not match the POST-only route and fell to the default (`requires:
+/// "none"`): forwarded without a credential to an upstream that may well treat `post` as
+/// `POST`. Now a method that is not upper case is refused by the filter itself: 400
+/// `request_not_canonical`, with or without a credential, on any route.
+#[test]
+fn a_lower_case_method_over_http2_is_refused_by_the_filter() {
+    let up = EchoUpstream::start();
+    let envoy = Gateway::new(&bypass_config()).cluster("upstream", up.port).start();
+    let h2c = |method: &str, path: &str, key: Option<&str>| {
+        let mut request = curl::Request::new(method, &envoy.url(path)).h2c().body(b"{}").timeout(CLIENT_TIMEOUT);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.send().unwrap_or_else(|e| panic!("{method} {path} over h2c: {e}"))
+    };
+
+    // Sanity: h2c reaches the filter, which checks the route, and then the upstream.
+    assert_eq!(h2c("POST", "/orders", None).status, 401);
+    let r = h2c("POST", "/orders", Some(API_KEY));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["method"], "POST");
+    up.clear();
+
+    for path in ["/orders", "/admin"] {
+        for key in [None, Some(API_KEY)] {
+            let r = h2c("post", path, key);
+            assert_not_canonical(&r, &format!("post {path} over HTTP/2, key: {}", key.is_some()));
+        }
+    }
+    assert_eq!(up.count(), 0, "a lower-case method reached the upstream: {:?}", up.requests());
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. A spoofed X-Forwarded-For cannot lock another address out
+// ---------------------------------------------------------------------------------------
+
+/// Old behaviour (Envoy's default HCM, `use_remote_address: false`): the lockout's address
+/// subject is `source.address`, which Envoy then takes from the last `X-Forwarded-For` entry.
+/// Three failed logins sent from anywhere with `X-Forwarded-For: 127.0.0.9` locked 127.0.0.9
+/// out, and the real client at 127.0.0.9 got 429 for its valid password for the whole block.
+/// With `use_remote_address: true` the failures count against the sender's real address
+/// (127.0.0.1 here) and the chosen victim is untouched. The clients really connect from
+/// 127.0.0.1 and 127.0.0.9 (both local on Linux); the contrast runs on a second Envoy so the
+/// two runs share no lockout state.
+#[test]
+fn a_spoofed_forwarded_for_cannot_lock_out_another_address() {
+    const VICTIM: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+    let idp = TestIdp::start();
+    idp.add_backend("legacy");
+    idp.add_backend("ldap");
+    idp.add_user("ldap", "bob", "pw-bob", None);
+    let up = EchoUpstream::start();
+    let mut cfg = grant_config();
+    cfg["password_grant"]["lockout"] = json!({"max_failures": 3, "window": "60s", "block": "300s"});
+    let victim = VICTIM.to_string();
+
+    // Three failed logins from 127.0.0.1, each for a different username, each claiming to
+    // come from the victim; then the victim's own valid login, from the victim's address.
+    let attack_then_victim_logs_in = |envoy: &Envoy| -> (Vec<u16>, http::Response) {
+        let failed = (1..=3)
+            .map(|i| {
+                let body = login_body(&format!("nobody-{i}"), "wrong");
+                let headers = [("content-type", FORM), ("x-forwarded-for", victim.as_str())];
+                send(envoy, "POST", "/oauth/token", &headers, Some(body.as_bytes())).status
+            })
+            .collect();
+        let r = curl::Request::new("POST", &envoy.url("/oauth/token"))
+            .from(VICTIM)
+            .header("content-type", FORM)
+            .body(login_body("bob", "pw-bob").as_bytes())
+            .timeout(CLIENT_TIMEOUT)
+            .send()
+            .unwrap_or_else(|e| panic!("login from {VICTIM}: {e}"));
+        (failed, r)
+    };
+
+    let edge = Gateway::new(&cfg).use_remote_address().cluster("upstream", up.port).cluster("idp", idp.port).start();
+    let (failed, r) = attack_then_victim_logs_in(&edge);
+    assert_eq!(failed, vec![400, 400, 400], "the spoofed failures are ordinary failures");
+    assert_eq!(r.status, 200, "the victim was locked out by someone else's failures: {}", r.text());
+    // The failures were counted against their real sender, which is now locked out (so the
+    // 200 above also proves the victim's login did not come from 127.0.0.1).
+    let body = login_body("bob", "pw-bob");
+    let r = send(&edge, "POST", "/oauth/token", &[("content-type", FORM)], Some(body.as_bytes()));
+    assert_eq!(r.status, 429, "the sender (127.0.0.1) is locked: {}", r.text());
+    assert_eq!(edge.stat("wasmcustom.portcullis.grant.lockout_engaged"), 1, "one address, no username");
+    drop(edge);
+
+    // Contrast, documenting why the option matters: Envoy's default trusts the header.
+    let trusting = Gateway::new(&cfg).cluster("upstream", up.port).cluster("idp", idp.port).start();
+    let (failed, r) = attack_then_victim_logs_in(&trusting);
+    eprintln!("use_remote_address: false → failures {failed:?}, then the victim's login: {}", r.status);
+    assert_eq!(failed, vec![400, 400, 400]);
+    assert_eq!(r.status, 429, "use_remote_address: false counts failures against X-Forwarded-For");
 }
