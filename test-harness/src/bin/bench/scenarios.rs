@@ -1,0 +1,198 @@
+//! What is measured: the loads wrk sends, the variants (a listener and a load), the scenario
+//! table of SPEC §5 (each a variant compared with another, with its target ratio), and the
+//! plan that builds every listener and variant from the generated inputs.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::configs::{
+    bearer_source, native_api_key, native_jwt, native_local_ratelimit, noop_filter, pc_api_keys, pc_jwt, pc_rate_limit,
+    portcullis, Listener,
+};
+use crate::{Settings, API_KEYS};
+
+/// What wrk sends.
+#[derive(Clone)]
+pub(crate) enum Load {
+    /// The same header on every request.
+    Header(&'static str, String),
+    /// The next credential of a file on every request (`bench/tokens.lua`).
+    Tokens { file: PathBuf, count: usize, header: &'static str, prefix: &'static str },
+}
+
+impl Load {
+    /// The first request's header, for the pre-flight check.
+    pub(crate) fn first(&self) -> Result<(String, String), String> {
+        match self {
+            Load::Header(h, v) => Ok((h.to_string(), v.clone())),
+            Load::Tokens { file, header, prefix, .. } => {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let first = text.lines().next().unwrap_or_default();
+                Ok((header.to_string(), format!("{prefix}{first}")))
+            }
+        }
+    }
+}
+
+/// One measured thing: a listener and a load.
+pub(crate) struct Variant {
+    pub(crate) key: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) listener: &'static str,
+    pub(crate) load: Load,
+}
+
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) variant: &'static str,
+    pub(crate) compared_with: &'static str,
+    /// `None`: reported without a pass mark.
+    pub(crate) target: Option<f64>,
+}
+
+pub(crate) const SCENARIOS: [Scenario; 8] = [
+    Scenario {
+        name: "JWT, repeated token (cache hit)",
+        variant: "pc_jwt_repeat",
+        compared_with: "native_jwt_cache",
+        target: Some(1.0),
+    },
+    Scenario {
+        name: "JWT RS256, unique tokens (no cache)",
+        variant: "pc_rs256_unique",
+        compared_with: "native_rs256_unique",
+        target: Some(1.0),
+    },
+    Scenario {
+        name: "JWT ES256, unique tokens",
+        variant: "pc_es256_unique",
+        compared_with: "native_es256_unique",
+        target: Some(0.9),
+    },
+    Scenario {
+        name: "API key (10,000 keys)",
+        variant: "pc_api_key",
+        compared_with: "native_api_key",
+        target: Some(1.0),
+    },
+    Scenario {
+        name: "JWT + rate limit (allowed)",
+        variant: "pc_jwt_ratelimit",
+        compared_with: "native_jwt_ratelimit",
+        target: Some(1.0),
+    },
+    Scenario {
+        name: "Phantom token, cache hit",
+        variant: "pc_phantom",
+        compared_with: "pc_jwt_repeat",
+        target: Some(0.9),
+    },
+    Scenario {
+        name: "RS256 unique, `crypto: pure` (no native path)",
+        variant: "pc_rs256_pure",
+        compared_with: "pc_rs256_unique",
+        target: None,
+    },
+    Scenario {
+        name: "ES256 unique, `crypto: pure` (no native path)",
+        variant: "pc_es256_pure",
+        compared_with: "pc_es256_unique",
+        target: None,
+    },
+];
+
+/// What the listeners and loads are made of.
+pub(crate) struct Inputs<'a> {
+    pub(crate) jwks: &'a str,
+    /// The repeated RS256 token.
+    pub(crate) repeat: &'a str,
+    /// Token files (path, count).
+    pub(crate) rs: &'a (PathBuf, usize),
+    pub(crate) es: &'a (PathBuf, usize),
+    pub(crate) api_keys: &'a [String],
+    pub(crate) opaque: &'a str,
+    pub(crate) idp_issuer: &'a str,
+}
+
+pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
+    let Inputs { jwks, repeat, rs, es, api_keys, opaque, idp_issuer } = *i;
+    let w = &s.wasm;
+    let mut jwt_pure = pc_jwt(jwks);
+    jwt_pure["crypto"] = json!("pure");
+    let mut jwt_rl = pc_jwt(jwks);
+    jwt_rl["rate_limit"] = pc_rate_limit();
+    // The phantom token: an opaque token introspected at the IdP, which answers the by-value
+    // JWT (`accept_jwt`); the JWT is verified with the IdP's key on a miss, not on a hit.
+    let phantom = json!({
+        "providers": {"idp": {
+            "issuer": idp_issuer,
+            "local_jwks": {"inline_string": jwks},
+            "from_headers": [{"name": "x-bench-unused-idp-token"}]
+        }},
+        "introspection": {
+            "endpoint": {"cluster": "idp", "authority": "127.0.0.1", "path": "/introspect", "timeout": "1s"},
+            "client_id": "gateway",
+            "client_secret": "gateway-secret",
+            "accept_jwt": true,
+            "verify_with": "idp",
+            "from_headers": bearer_source(),
+            "upstream_header": {"name": "authorization", "value_prefix": "Bearer "},
+            "cache_duration": "300s"
+        },
+        "requires": {"any": ["introspection"]}
+    });
+    let l = |name: &'static str, filters: Vec<Value>| Listener { name, filters, portcullis: false };
+    let p =
+        |name: &'static str, cfg: &Value| Listener { name, filters: vec![portcullis(w, name, cfg)], portcullis: true };
+    let listeners = vec![
+        l("none", vec![]),
+        l("noop", vec![noop_filter(&s.noop)]),
+        l("native_jwt", vec![native_jwt(jwks, false)]),
+        l("native_jwt_cache", vec![native_jwt(jwks, true)]),
+        l("native_api_key", vec![native_api_key(api_keys)]),
+        l("native_jwt_rl", vec![native_jwt(jwks, true), native_local_ratelimit()]),
+        p("pc_jwt", &pc_jwt(jwks)),
+        p("pc_jwt_pure", &jwt_pure),
+        p("pc_api_key", &json!({"api_keys": pc_api_keys(api_keys)})),
+        p("pc_jwt_rl", &jwt_rl),
+        p("pc_phantom", &phantom),
+    ];
+    let bearer = |t: &str| Load::Header("authorization", format!("Bearer {t}"));
+    let tokens = |f: &(PathBuf, usize)| Load::Tokens {
+        file: f.0.clone(),
+        count: f.1,
+        header: "authorization",
+        prefix: "Bearer ",
+    };
+    let key = Load::Header("x-api-key", api_keys[API_KEYS / 2].clone());
+    let v = |key: &'static str, label: &'static str, listener: &'static str, load: Load| Variant {
+        key,
+        label,
+        listener,
+        load,
+    };
+    let variants = vec![
+        v("no_filter", "Envoy, no filter", "none", bearer(repeat)),
+        v("noop_wasm", "no-op wasm filter (reads one header)", "noop", bearer(repeat)),
+        v(
+            "native_jwt_cache",
+            "native jwt_authn + jwt_cache_config, repeated token",
+            "native_jwt_cache",
+            bearer(repeat),
+        ),
+        v("native_rs256_unique", "native jwt_authn, unique RS256", "native_jwt", tokens(rs)),
+        v("native_es256_unique", "native jwt_authn, unique ES256", "native_jwt", tokens(es)),
+        v("native_api_key", "native api_key_auth, 10,000 keys", "native_api_key", key.clone()),
+        v("native_jwt_ratelimit", "native jwt_authn (cache) + local_ratelimit", "native_jwt_rl", bearer(repeat)),
+        v("pc_jwt_repeat", "Portcullis JWT, repeated token", "pc_jwt", bearer(repeat)),
+        v("pc_rs256_unique", "Portcullis JWT, unique RS256", "pc_jwt", tokens(rs)),
+        v("pc_es256_unique", "Portcullis JWT, unique ES256", "pc_jwt", tokens(es)),
+        v("pc_api_key", "Portcullis API key, 10,000 keys", "pc_api_key", key),
+        v("pc_jwt_ratelimit", "Portcullis JWT + rate limit", "pc_jwt_rl", bearer(repeat)),
+        v("pc_phantom", "Portcullis phantom token, cache hit", "pc_phantom", bearer(opaque)),
+        v("pc_rs256_pure", "Portcullis JWT, unique RS256, crypto: pure", "pc_jwt_pure", tokens(rs)),
+        v("pc_es256_pure", "Portcullis JWT, unique ES256, crypto: pure", "pc_jwt_pure", tokens(es)),
+    ];
+    (listeners, variants)
+}
