@@ -66,13 +66,17 @@ pub enum Reason {
     TokenType,
     /// The token's `sub` does not match the provider's `subjects`.
     TokenSubject,
+    /// A token was presented, but no configured credential method takes tokens of its kind
+    /// (a JWS with only introspection configured and `introspect_jwts` off, a JWT of an issuer
+    /// no provider accepts, a token without the introspection `opaque_prefix`).
+    TokenNotAccepted,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -100,6 +104,7 @@ impl Reason {
         Reason::NonCanonicalRequest,
         Reason::TokenType,
         Reason::TokenSubject,
+        Reason::TokenNotAccepted,
         Reason::Internal,
     ];
 
@@ -133,6 +138,7 @@ impl Reason {
             Reason::NonCanonicalRequest => "request_not_canonical",
             Reason::TokenType => "token_type",
             Reason::TokenSubject => "token_subject",
+            Reason::TokenNotAccepted => "token_not_accepted",
             Reason::Internal => "internal",
         }
     }
@@ -222,6 +228,7 @@ impl Reason {
             }
             Reason::TokenType => "The token's type is not accepted as an access token.",
             Reason::TokenSubject => "The access token's subject is not accepted.",
+            Reason::TokenNotAccepted => "No accepted credential method takes this kind of token.",
             Reason::Internal => "The request could not be evaluated.",
         }
     }

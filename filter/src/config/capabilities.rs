@@ -451,7 +451,28 @@ pub(crate) fn validate_introspection(
         timeout_ms,
     };
     let mut settings = intro::Settings::new(endpoint, i.client_id.clone(), secret);
-    settings.accept_jwt = i.accept_jwt;
+    use super::intro::AnswerFormat;
+    let format = match i.response_format.as_deref() {
+        None => None,
+        Some("json") => Some(AnswerFormat::Json),
+        Some("token-introspection+jwt") => Some(AnswerFormat::IntrospectionJwt),
+        Some("jwt") => Some(AnswerFormat::AccessTokenJwt),
+        Some(other) => {
+            return err(
+                "introspection.response_format",
+                format!("must be \"json\", \"token-introspection+jwt\" (RFC 9701) or \"jwt\" (by-value access token), got {other:?}"),
+            )
+        }
+    };
+    settings.introspect_jwts = i.introspect_jwts;
+    settings.accept = match (format, i.accept_jwt) {
+        (Some(f), None) => f,
+        (None, Some(true)) => AnswerFormat::IntrospectionJwt,
+        (None, Some(false) | None) => AnswerFormat::Json,
+        (Some(_), Some(_)) => {
+            return err("introspection.accept_jwt", "give response_format or accept_jwt, not both (accept_jwt: true is response_format \"token-introspection+jwt\")")
+        }
+    };
     if let Some(d) = &i.cache_duration {
         settings.cache_duration_ms = dur("introspection.cache_duration", d)?;
     }

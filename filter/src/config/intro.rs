@@ -48,8 +48,11 @@ pub struct Settings {
     pub client_secret: String,
     /// How the client credentials are sent (default [`ClientAuth::Basic`]).
     pub client_auth: ClientAuth,
-    /// Ask for a JWT answer ([`ACCEPT_JWT`]) rather than JSON (default false).
-    pub accept_jwt: bool,
+    /// Introspect JWS-shaped tokens too (`introspect_jwts`): for providers that issue JWT
+    /// access tokens and honour revocation only through introspection.
+    pub introspect_jwts: bool,
+    /// The answer asked for (`response_format`); JSON is taken whatever was asked.
+    pub accept: AnswerFormat,
     /// Upper bound on how long an active result is cached (default 300 s).
     pub cache_duration_ms: u64,
     /// How long an inactive result is cached (default 10 s; 0 disables negative caching).
@@ -74,7 +77,8 @@ impl fmt::Debug for Settings {
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("client_auth", &self.client_auth)
-            .field("accept_jwt", &self.accept_jwt)
+            .field("accept", &self.accept)
+            .field("introspect_jwts", &self.introspect_jwts)
             .field("cache_duration_ms", &self.cache_duration_ms)
             .field("negative_cache_duration_ms", &self.negative_cache_duration_ms)
             .field("max_response_bytes", &self.max_response_bytes)
@@ -93,7 +97,8 @@ impl Settings {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             client_auth: ClientAuth::Basic,
-            accept_jwt: false,
+            accept: AnswerFormat::Json,
+            introspect_jwts: false,
             cache_duration_ms: DEFAULT_CACHE_DURATION_MS,
             negative_cache_duration_ms: DEFAULT_NEGATIVE_CACHE_DURATION_MS,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
@@ -102,5 +107,35 @@ impl Settings {
             cache_slots: DEFAULT_CACHE_SLOTS,
             store_ns: crate::store::Namespace::default(),
         }
+    }
+}
+
+/// Which introspection answer to ask for. Servers that match the `Accept` media type exactly
+/// (glewlwyd, for one) answer a JWT only to a single exact type, so exactly one is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFormat {
+    /// `Accept: application/json` (RFC 7662).
+    Json,
+    /// `Accept: application/token-introspection+jwt` (RFC 9701 §4): a signed answer; the
+    /// upstream gets its claims, never the answer itself as a token.
+    IntrospectionJwt,
+    /// `Accept: application/jwt`: the by-value access token of the phantom-token pattern
+    /// (Curity and similar), verified with `verify_with` and forwarded upstream.
+    AccessTokenJwt,
+}
+
+impl AnswerFormat {
+    /// The `Accept` header value.
+    pub fn accept(self) -> &'static str {
+        match self {
+            AnswerFormat::Json => "application/json",
+            AnswerFormat::IntrospectionJwt => "application/token-introspection+jwt",
+            AnswerFormat::AccessTokenJwt => "application/jwt",
+        }
+    }
+
+    /// True when a JWT answer was asked for.
+    pub fn wants_jwt(self) -> bool {
+        self != AnswerFormat::Json
     }
 }

@@ -160,8 +160,10 @@ pub(crate) struct RawIntrospection {
     pub(crate) client_id: String,
     pub(crate) client_secret: Option<String>,
     pub(crate) client_secret_env: Option<String>,
+    pub(crate) accept_jwt: Option<bool>,
     #[serde(default)]
-    pub(crate) accept_jwt: bool,
+    pub(crate) introspect_jwts: bool,
+    pub(crate) response_format: Option<String>,
     pub(crate) from_headers: Option<Vec<RawHeaderSource>>,
     pub(crate) upstream_header: Option<RawHeaderSource>,
     #[serde(default)]

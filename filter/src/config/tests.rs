@@ -1074,3 +1074,24 @@ fn a_jwt_authn_provider_block_loads() {
         assert!(e.starts_with(want), "{doc}\n got: {e}");
     }
 }
+
+#[test]
+fn introspection_response_format() {
+    use crate::config::intro::AnswerFormat;
+    let base =
+        r#"{"endpoint":{"cluster":"idp","authority":"idp","path":"/introspect"},"client_id":"gw","client_secret":"s""#;
+    let load_fmt = |extra: &str| load(&format!(r#"{{"introspection":{base}{extra}}}}}"#));
+    let fmt = |extra: &str| load_fmt(extra).unwrap().introspection.unwrap().settings.accept;
+    assert_eq!(fmt(""), AnswerFormat::Json);
+    assert_eq!(fmt(r#","accept_jwt":true"#), AnswerFormat::IntrospectionJwt, "RFC 9701 §4");
+    assert_eq!(fmt(r#","response_format":"jwt""#), AnswerFormat::AccessTokenJwt);
+    assert_eq!(fmt(r#","response_format":"token-introspection+jwt""#), AnswerFormat::IntrospectionJwt);
+    assert!(load_fmt(r#","response_format":"xml""#)
+        .unwrap_err()
+        .to_string()
+        .starts_with("introspection.response_format: must be"));
+    assert!(load_fmt(r#","response_format":"jwt","accept_jwt":true"#)
+        .unwrap_err()
+        .to_string()
+        .starts_with("introspection.accept_jwt: give response_format or accept_jwt, not both"));
+}

@@ -41,6 +41,7 @@ pub(super) fn evaluate(
     let mut retry_after: Option<u64> = None;
     let mut failure: Option<Reason> = None;
     let mut missing = false;
+    let mut declined = false;
     for m in methods {
         let result = match m {
             Method::ApiKey => check_api_key(cfg, req),
@@ -50,6 +51,10 @@ pub(super) fn evaluate(
         match result {
             MethodResult::Ok(id) => identities.push(id),
             MethodResult::Absent => missing = true,
+            MethodResult::Declined => {
+                missing = true;
+                declined = true;
+            }
             MethodResult::Failed(r) | MethodResult::FailedRetry(r, _) => {
                 if r.status() == 503 && cfg.on_dependency_down == DependencyDown::Anonymous {
                     missing = true;
@@ -70,6 +75,10 @@ pub(super) fn evaluate(
                 }
             }
         }
+    }
+    if failure.is_none() && declined && identities.is_empty() {
+        // A token was sent, but no configured method can take it: invalid, never "missing".
+        failure = Some(Reason::TokenNotAccepted);
     }
     if let Some(r) = failure {
         let mut rej = reject(r);
@@ -319,7 +328,7 @@ pub(super) fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counter
         Err(e) => return extract_failure(e),
     };
     if cfg.providers.len() > 1 && !belongs_to(cfg, i, &found.value) {
-        return MethodResult::Absent;
+        return MethodResult::Declined;
     }
     if let Some(ic) = &cfg.introspection {
         if ic.sources.contains(&found.source) && introspection::is_candidate(&ic.settings, &found.value) {
@@ -395,7 +404,7 @@ pub(super) fn check_introspection(
     };
     if !introspection::is_candidate(&ic.settings, &found.value) {
         // A JWS (or a token without the configured prefix) is another method's business.
-        return MethodResult::Absent;
+        return MethodResult::Declined;
     }
     if !introspection::is_well_formed(&ic.settings, &found.value) {
         return MethodResult::Failed(Reason::TokenMalformed);

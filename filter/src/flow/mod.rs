@@ -257,6 +257,9 @@ struct Identity {
 
 enum MethodResult {
     Absent,
+    /// A credential is present in this method's sources but is not this method's kind (a JWS
+    /// for introspection, a token of another issuer): if no method takes it, it is refused.
+    Declined,
     Ok(Identity),
     Failed(Reason),
     /// Failed for a reason with a specific `Retry-After` (dependency answers).

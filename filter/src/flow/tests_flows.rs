@@ -339,3 +339,32 @@ fn global_limits_follow_the_services_verdict_and_fail_closed() {
     let (_, p) = grpc(w.start(keyed()));
     assert_eq!(status(&done(w.advance(p, Input::Reply(&Reply::default())))), 200);
 }
+
+#[test]
+fn a_jwt_with_only_introspection_is_refused_as_invalid_or_introspected_when_asked() {
+    let jws = format!(
+        "{}.{}.{}",
+        crate::wire::b64::encode(br#"{"alg":"RS256","typ":"at+jwt"}"#),
+        crate::wire::b64::encode(br#"{"sub":"alice"}"#),
+        crate::wire::b64::encode(b"sig")
+    );
+    // Without introspect_jwts: a token was sent that no method takes — invalid, not missing.
+    let mut w = World::new(introspection_doc());
+    let d = done(w.start(bearer(&jws)));
+    assert_eq!((status(&d), d.reason), (401, Some(Reason::TokenNotAccepted)));
+    match &d.action {
+        Action::Reply(r) => {
+            let challenge = r.headers.iter().find(|(k, _)| k == "www-authenticate").map(|(_, v)| v.as_str());
+            assert!(challenge.is_some_and(|c| c.contains("error=\"invalid_token\"")), "{challenge:?}");
+        }
+        Action::Continue(_) => panic!(),
+    }
+    // With it: JWS-shaped tokens are introspected like opaque ones.
+    let mut doc = introspection_doc();
+    doc["introspection"]["introspect_jwts"] = json!(true);
+    let mut w = World::new(doc);
+    let (call, p) = http(w.start(bearer(&jws)));
+    assert_eq!(call.path, "/introspect");
+    let d = done(w.advance(p, Input::Reply(&reply(200, r#"{"active":false}"#))));
+    assert_eq!(d.reason, Some(Reason::TokenInactive), "a revoked JWT access token is refused");
+}

@@ -34,9 +34,11 @@
 //! that resource servers refuse it as an access token (RFC 9701 §8 on cross-JWT confusion; a
 //! conforming RFC 9068 upstream would refuse it anyway, since its `typ` is not `at+jwt`). It is
 //! returned in [`Introspected::response_jwt`] for callers that want to check its signature.
-//! For the by-value JWT, the `Accept` header therefore prefers `application/jwt`
-//! ([`ACCEPT_JWT`]); a server that only speaks RFC 9701 or JSON yields claims (for headers and
-//! policy) and no JWT.
+//! The `Accept` header names exactly one media type ([`AnswerFormat`]): `application/jwt` for
+//! the by-value JWT (`response_format: "jwt"`), `application/token-introspection+jwt` for RFC
+//! 9701 (`response_format: "token-introspection+jwt"`, or `accept_jwt: true`), JSON otherwise;
+//! servers that match the media type exactly never answer a list. Whatever was asked, a JSON
+//! answer is taken; an RFC 9701 or JSON answer yields claims (for headers and policy) and no JWT.
 //!
 //! ## Failures versus invalid tokens
 //!
@@ -91,12 +93,6 @@ pub use crate::config::intro::*;
 pub const MAX_ENTRY_BYTES: usize = 8 * 1024;
 /// Bounded retries of the cache's CAS loop: the one slot table's (caching is best effort).
 pub use crate::store::slots::MAX_CAS_RETRIES;
-
-/// `Accept` when JWT answers are wanted: the phantom-token by-value JWT first, then RFC 9701,
-/// then plain RFC 7662 JSON.
-pub const ACCEPT_JWT: &str = "application/jwt, application/token-introspection+jwt;q=0.9, application/json;q=0.5";
-/// `Accept` for plain RFC 7662 answers.
-pub const ACCEPT_JSON: &str = "application/json";
 
 /// The largest JOSE header (base64url characters) [`is_opaque`] decodes.
 const MAX_HEADER_B64: usize = 4096;
@@ -256,9 +252,14 @@ pub fn is_opaque(token: &str) -> bool {
     !serde_json::from_slice::<Map<String, Value>>(&bytes).is_ok_and(|h| h.get("alg").is_some_and(Value::is_string))
 }
 
-/// True when this token is for introspection: opaque, and carrying `opaque_prefix` if set.
+/// True when this token is for introspection: opaque and carrying `opaque_prefix` if set, or
+/// any JWS when `introspect_jwts` is on.
 pub fn is_candidate(s: &Settings, token: &str) -> bool {
-    s.opaque_prefix.as_deref().is_none_or(|p| token.starts_with(p)) && is_opaque(token)
+    if is_opaque(token) {
+        s.opaque_prefix.as_deref().is_none_or(|p| token.starts_with(p))
+    } else {
+        s.introspect_jwts
+    }
 }
 
 /// True when the token may be sent to the endpoint at all: non-empty, within
@@ -288,7 +289,7 @@ pub fn request(s: &Settings, token: &str) -> Callout {
     body.push_str("&token_type_hint=access_token");
     let mut headers = vec![
         ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
-        ("accept".to_string(), if s.accept_jwt { ACCEPT_JWT } else { ACCEPT_JSON }.to_string()),
+        ("accept".to_string(), s.accept.accept().to_string()),
     ];
     match s.client_auth {
         ClientAuth::Basic => {
@@ -482,7 +483,7 @@ pub fn parse_reply(s: &Settings, reply: &Reply, now_s: u64) -> Result<Introspect
     match status {
         200 => {}
         // Phantom-token convention: no JWT for an inactive token.
-        204 if s.accept_jwt && reply.body.is_empty() => {
+        204 if s.accept.wants_jwt() && reply.body.is_empty() => {
             return Ok(Introspected::inactive(s.negative_cache_duration_ms));
         }
         401 | 403 => return Err(IntrospectionError::BadClientCredentials { status }),
@@ -496,8 +497,10 @@ pub fn parse_reply(s: &Settings, reply: &Reply, now_s: u64) -> Result<Introspect
     let media = media_type(reply).ok_or(IntrospectionError::ContentType)?;
     let draft = match media.as_str() {
         "application/json" => parse_json(&reply.body)?,
-        "application/jwt" if s.accept_jwt => parse_jwt(&reply.body, false, s.max_response_bytes)?,
-        "application/token-introspection+jwt" if s.accept_jwt => parse_jwt(&reply.body, true, s.max_response_bytes)?,
+        "application/jwt" if s.accept.wants_jwt() => parse_jwt(&reply.body, false, s.max_response_bytes)?,
+        "application/token-introspection+jwt" if s.accept.wants_jwt() => {
+            parse_jwt(&reply.body, true, s.max_response_bytes)?
+        }
         _ => return Err(IntrospectionError::ContentType),
     };
     if !draft.active {

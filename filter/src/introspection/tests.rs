@@ -27,7 +27,7 @@ fn settings() -> Settings {
 }
 
 fn jwt_settings() -> Settings {
-    Settings { accept_jwt: true, ..settings() }
+    Settings { accept: AnswerFormat::AccessTokenJwt, ..settings() }
 }
 
 /// A JWS with the given header and payload and a dummy signature (never verified here).
@@ -128,7 +128,10 @@ fn request_shape() {
 
     let c = request(&jwt_settings(), "t");
     let accept = c.headers.iter().find(|(k, _)| k == "accept").map(|(_, v)| v.as_str());
-    assert_eq!(accept, Some(ACCEPT_JWT));
+    assert_eq!(accept, Some("application/jwt"), "exactly one media type");
+    let c = request(&Settings { accept: AnswerFormat::IntrospectionJwt, ..settings() }, "t");
+    let accept = c.headers.iter().find(|(k, _)| k == "accept").map(|(_, v)| v.as_str());
+    assert_eq!(accept, Some("application/token-introspection+jwt"), "RFC 9701 §4");
 }
 
 #[test]
@@ -732,7 +735,8 @@ proptest! {
         accept_jwt in any::<bool>(),
         now in any::<u64>(),
     ) {
-        let s = Settings { accept_jwt, max_response_bytes: 128, ..settings() };
+        let accept = if accept_jwt { AnswerFormat::IntrospectionJwt } else { AnswerFormat::Json };
+        let s = Settings { accept, max_response_bytes: 128, ..settings() };
         let r = Reply { status, headers, body };
         if let Ok(i) = parse_reply(&s, &r, now) {
             prop_assert!(i.active || (i.claims.is_empty() && i.jwt.is_none()));
