@@ -45,7 +45,7 @@ pub(super) fn evaluate(
     for m in methods {
         let result = match m {
             Method::ApiKey => check_api_key(cfg, req),
-            Method::Provider(i) => check_provider(ctx, req, *i, counters),
+            Method::Provider(i) => check_provider(ctx, req, *i, progress, counters),
             Method::Introspection => check_introspection(ctx, req, progress, counters),
         };
         match result {
@@ -319,7 +319,13 @@ pub(super) fn belongs_to(cfg: &Config, i: usize, token: &str) -> bool {
     }
 }
 
-pub(super) fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counters: &mut Vec<Counter>) -> MethodResult {
+pub(super) fn check_provider(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    i: usize,
+    progress: &Progress,
+    counters: &mut Vec<Counter>,
+) -> MethodResult {
     let cfg = ctx.cfg;
     let p = &cfg.providers[i];
     let found = match req.extract(&p.sources) {
@@ -344,6 +350,9 @@ pub(super) fn check_provider(ctx: &mut Ctx, req: &RequestView, i: usize, counter
     // when it has no usable set or meets an unknown `kid` (both rare).
     if remote && matches!(ctx.state.keys.available(cfg, i, ctx.now_ms), Availability::Unavailable) {
         ctx.state.keys.sync(cfg, ctx.store, i);
+        if ctx.state.keys.never_had(cfg, i) && !progress.keys_gave_up && p.hmac_secret.is_none() {
+            return MethodResult::Need(Need::FirstKeys(i));
+        }
     }
     let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
     let mut synced = false;

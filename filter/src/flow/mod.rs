@@ -167,6 +167,8 @@ pub(crate) enum AuthWait {
     Introspection,
     /// Another worker is introspecting the same token (parked).
     Peer,
+    /// Another request or the tick is fetching a provider's first key set (parked).
+    FirstKeys,
 }
 
 /// What the host feeds a pending request.
@@ -208,11 +210,17 @@ pub(crate) struct Progress {
     global: Option<ratelimit::global::Verdict>,
     introspected: Option<Result<Rc<Introspected>, IntrospectionError>>,
     peer_since_ms: Option<u64>,
+    /// Since when this request waits for a provider's first key set (startup).
+    keys_since_ms: Option<u64>,
+    /// The first key set did not come in time (or its fetch failed): answer 503.
+    keys_gave_up: bool,
 }
 
 /// Why evaluation must pause.
 enum Need {
     Refresh(usize),
+    /// The provider's first key set (nothing fetched yet on this worker).
+    FirstKeys(usize),
     Global(GlobalCall),
     Introspect(Box<Callout>),
     Peer,
@@ -321,7 +329,10 @@ fn resume(ctx: &mut Ctx, pending: AuthPending, reply: &Reply) -> Step {
                     ctx.state.cache.clear();
                     counters.push(Counter::JwksFetchOk);
                 }
-                Fetched::Failed(_) => counters.push(Counter::JwksFetchFailed),
+                Fetched::Failed(_) => {
+                    counters.push(Counter::JwksFetchFailed);
+                    progress.keys_gave_up = true;
+                }
             }
             progress.may_refresh = false;
         }
@@ -338,7 +349,7 @@ fn resume(ctx: &mut Ctx, pending: AuthPending, reply: &Reply) -> Step {
         AuthWait::Introspection => {
             progress.introspected = Some(on_introspection_reply(ctx, &request, reply, &mut counters));
         }
-        AuthWait::Peer => {}
+        AuthWait::Peer | AuthWait::FirstKeys => {}
     }
     step(ctx, request, progress, counters)
 }
@@ -414,6 +425,24 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
                 progress.peer_since_ms.get_or_insert(ctx.now_ms);
                 let p = AuthPending { request: req, wait: AuthWait::Peer, counters, progress };
                 return Step::Park(Pending::Auth(Box::new(p)));
+            }
+            Err(Need::FirstKeys(i)) => {
+                // Startup: wait for the first key set (bounded by its fetch timeout) instead of
+                // answering 503 to requests that beat the first fetch by a few milliseconds.
+                let since = *progress.keys_since_ms.get_or_insert(ctx.now_ms);
+                let waited = ctx.now_ms.saturating_sub(since);
+                if waited <= ctx.state.keys.first_wait_ms(ctx.cfg, i) {
+                    if let Some(fetch) = ctx.state.keys.start_first(ctx.cfg, ctx.store, i, ctx.now_ms) {
+                        let out = Outbound::Http(fetch.callout.clone());
+                        return dispatch(out, req, AuthWait::Keys(fetch), counters, progress);
+                    }
+                    if ctx.state.keys.fetch_in_flight(ctx.cfg, ctx.store, i, ctx.now_ms) {
+                        let p = AuthPending { request: req, wait: AuthWait::FirstKeys, counters, progress };
+                        return Step::Park(Pending::Auth(Box::new(p)));
+                    }
+                }
+                // Timed out, or the fetch ended without a set: 503 with Retry-After.
+                progress.keys_gave_up = true;
             }
         }
     }

@@ -270,22 +270,89 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
 }
 
 #[test]
-fn no_keys_yet_is_503_unless_dependency_down_is_anonymous() {
+fn no_keys_yet_waits_for_the_first_fetch_and_is_503_only_when_it_fails() {
     let s = Signer::new("k1");
     let tok = format!("Bearer {}", s.mint(claims()));
     let cfg = remote_cfg(json!({}));
     let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
-    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])));
+    let ctx_at = |st: &mut WorkerState, ms: u64, f: &mut dyn FnMut(&mut Ctx) -> Step| {
+        let mut ctx = Ctx {
+            cfg: &cfg,
+            state: st,
+            store: &store,
+            native: &NoNative,
+            signer: &crate::password::NoSigner,
+            now_ms: ms,
+        };
+        f(&mut ctx)
+    };
+    // The first request starts the first fetch itself; a second one parks behind it.
+    let Step::Dispatch(Outbound::Http(c), first) =
+        run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)]))
+    else {
+        panic!("the first request fetches the key set")
+    };
+    assert_eq!(c.path, "/jwks");
+    let Step::Park(second) = run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])) else {
+        panic!("a second request waits for the fetch in flight")
+    };
+    let jwks = Reply { status: Some(200), headers: vec![], body: s.jwks().into_bytes() };
+    let d = decided(ctx_at(&mut st, NOW * 1000 + 120, &mut |ctx| advance(ctx, first.clone(), Input::Reply(&jwks))));
+    assert_eq!(status(&d), 200, "no 503 for a request that beat the first fetch");
+    let d = decided(ctx_at(&mut st, NOW * 1000 + 125, &mut |ctx| advance(ctx, second.clone(), Input::Tick)));
+    assert_eq!(status(&d), 200);
+
+    // A failed first fetch: 503 with Retry-After.
+    let (mut st, store2) = (WorkerState::new(&cfg), MemStore::default());
+    let Step::Dispatch(_, p) = run(&cfg, &mut st, &store2, NOW, req("/", &[("authorization", &tok)])) else { panic!() };
+    let mut ctx = Ctx {
+        cfg: &cfg,
+        state: &mut st,
+        store: &store2,
+        native: &NoNative,
+        signer: &crate::password::NoSigner,
+        now_ms: NOW * 1000,
+    };
+    let d = decided(advance(&mut ctx, p, Input::Reply(&Reply::default())));
     let Action::Reply(r) = &d.action else { panic!() };
     assert_eq!(r.status, 503);
     assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v == "5"));
+    // While this worker backs off, requests are answered at once.
+    let d = decided(run(&cfg, &mut st, &store2, NOW, req("/", &[("authorization", &tok)])));
+    assert_eq!(status(&d), 503);
 
+    // A fetch in flight that does not land within its timeout: the parked request gives up.
+    let (mut st, store3) = (WorkerState::new(&cfg), MemStore::default());
+    let Step::Dispatch(..) = run(&cfg, &mut st, &store3, NOW, req("/", &[("authorization", &tok)])) else { panic!() };
+    let Step::Park(p) = run(&cfg, &mut st, &store3, NOW, req("/", &[("authorization", &tok)])) else { panic!() };
+    let mut ctx = Ctx {
+        cfg: &cfg,
+        state: &mut st,
+        store: &store3,
+        native: &NoNative,
+        signer: &crate::password::NoSigner,
+        now_ms: NOW * 1000 + 2_000,
+    };
+    let d = decided(advance(&mut ctx, p, Input::Tick));
+    assert_eq!((status(&d), d.reason), (503, Some(Reason::KeysUnavailable)));
+
+    // Dependencies failing "anonymous": a protected route is still refused, an open one passes.
     let routes = json!([{"match": {"prefix": "/open"}, "requires": "none"}]);
     let cfg = remote_cfg(json!({"on_dependency_down": "anonymous", "routes": routes}));
     let mut st = WorkerState::new(&cfg);
-    let d = decided(run(&cfg, &mut st, &store, NOW, req("/", &[("authorization", &tok)])));
+    let store4 = MemStore::default();
+    let Step::Dispatch(_, p) = run(&cfg, &mut st, &store4, NOW, req("/", &[("authorization", &tok)])) else { panic!() };
+    let mut ctx = Ctx {
+        cfg: &cfg,
+        state: &mut st,
+        store: &store4,
+        native: &NoNative,
+        signer: &crate::password::NoSigner,
+        now_ms: NOW * 1000,
+    };
+    let d = decided(advance(&mut ctx, p, Input::Reply(&Reply::default())));
     assert_eq!(d.reason, Some(Reason::MissingCredentials), "anonymous is not enough for a protected route");
-    let d = decided(run(&cfg, &mut st, &store, NOW, req("/open", &[("authorization", &tok)])));
+    let d = decided(run(&cfg, &mut st, &store4, NOW, req("/open", &[("authorization", &tok)])));
     assert_eq!(status(&d), 200);
 }
 

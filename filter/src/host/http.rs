@@ -280,6 +280,9 @@ pub(crate) fn deliver(shared: &Rc<Shared>, token: u32, reply: &Reply) -> bool {
     if let Action::Continue = drive(shared, id, step, false) {
         let _ = hostcalls::resume_http_request();
     }
+    // A key set or an introspection answer just landed: requests parked behind it need not
+    // wait for the next tick.
+    poll_parked(shared);
     true
 }
 

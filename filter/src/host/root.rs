@@ -122,6 +122,8 @@ impl Root {
                     log(LogLevel::Warn, &format!("provider {name:?}: {w}"));
                 }
                 log(LogLevel::Info, &format!("provider {name:?}: key set refreshed"));
+                // Requests parked behind the first fetch go on now, not at the next tick.
+                super::http::poll_parked(shared);
             }
             Fetched::Next(next) => self.start(shared, next),
             Fetched::Failed(why) => {
@@ -178,7 +180,9 @@ impl RootContext for Root {
                 metrics.insert(c, id);
             }
         }
-        let parking = cfg.introspection.is_some();
+        // Requests can park behind an introspection or a provider's first key-set fetch.
+        let parking = cfg.introspection.is_some()
+            || cfg.providers.iter().any(|p| !matches!(p.keys, crate::config::KeySource::Local(_)));
         let mut worker = WorkerState::new(&cfg);
         // Uniqueness for token ids this worker issues: its start time and root context id.
         worker.seed = super::http::clock() ^ (u64::from(self.id) << 48);
@@ -195,7 +199,7 @@ impl RootContext for Root {
         }));
         // The tick flushes stats (every 100 ms), keeps remote key sets fresh (callouts cannot
         // start inside on_configure: the cluster manager answers BadArgument, so the first
-        // tick fetches) and polls parked requests (every 25 ms when introspection is on).
+        // tick fetches) and polls parked requests (every 25 ms when requests can park: introspection or remote key sets).
         if hostcalls::set_tick_period(Duration::from_millis(if parking { 25 } else { 100 })).is_err() {
             log(LogLevel::Error, "the host refused the tick period: key sets will not refresh");
         }

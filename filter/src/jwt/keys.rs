@@ -202,6 +202,41 @@ impl Keys {
 
     /// For an unknown `kid`: takes the cross-worker early-refresh slot if the interval allows,
     /// returning the fetch the request should wait for.
+    /// True when this worker has never had a set for remote provider `i` (startup).
+    pub fn never_had(&self, cfg: &Config, i: usize) -> bool {
+        remote(cfg, i).is_some() && self.providers.get(i).is_some_and(|s| s.set.is_none())
+    }
+
+    /// How long a request may wait for the first set of provider `i`: the fetch's own bound
+    /// (discovery then key set: two round trips).
+    pub fn first_wait_ms(&self, cfg: &Config, i: usize) -> u64 {
+        let Some(r) = remote(cfg, i) else { return 0 };
+        let trips = if matches!(cfg.providers.get(i).map(|p| &p.keys), Some(KeySource::Discovery(_))) { 2 } else { 1 };
+        r.timeout_ms.saturating_mul(trips).saturating_add(250)
+    }
+
+    /// Starts the first fetch of provider `i` for a request that needs it (taking the lease),
+    /// unless a fetch is already in flight somewhere or this worker is backing off after a
+    /// failure.
+    pub fn start_first(&mut self, cfg: &Config, store: &dyn SharedStore, i: usize, now_ms: u64) -> Option<Fetch> {
+        let r = remote(cfg, i)?;
+        if now_ms < self.providers.get(i)?.next_attempt_ms {
+            return None;
+        }
+        let lease = cfg.providers.get(i)?.store_ns.key("jwkslease");
+        if store::lease::try_take(store, &lease, b"", now_ms, 2 * r.timeout_ms + 1000) != store::lease::Lease::Taken {
+            return None;
+        }
+        let mut f = self.first_fetch(cfg, i)?;
+        f.leased = true;
+        Some(f)
+    }
+
+    /// True when some worker holds the fetch lease of provider `i` (a fetch is in flight).
+    pub fn fetch_in_flight(&self, cfg: &Config, store: &dyn SharedStore, i: usize, now_ms: u64) -> bool {
+        cfg.providers.get(i).is_some_and(|p| store::lease::held(store, &p.store_ns.key("jwkslease"), now_ms))
+    }
+
     pub fn early_refresh(&mut self, cfg: &Config, store: &dyn SharedStore, i: usize, now_ms: u64) -> Option<Fetch> {
         let r = remote(cfg, i)?;
         let f = self.first_fetch(cfg, i)?;

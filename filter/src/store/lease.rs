@@ -65,6 +65,11 @@ pub fn try_take(store: &dyn SharedStore, key: &str, holder: &[u8], now_ms: u64, 
     Lease::Held { same: live(value).unwrap_or(false) }
 }
 
+/// True when a live lease is held at `key` (by anyone), without taking it.
+pub fn held(store: &dyn SharedStore, key: &str, now_ms: u64) -> bool {
+    store.get(key).0.as_deref().and_then(decode).is_some_and(|(_, expires_ms)| expires_ms > now_ms)
+}
+
 /// Releases `holder`'s lease at `key` early (best effort); does nothing when another holds it.
 pub fn release(store: &dyn SharedStore, key: &str, holder: &[u8]) {
     let holder = holder.get(..MAX_HOLDER).unwrap_or(holder);
