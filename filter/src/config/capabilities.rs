@@ -559,22 +559,33 @@ pub(crate) fn validate_password_grant(
             if let Some(h) = &f.extra_info_header {
                 xh = header_name("password_grant.forward.extra_info_header", h)?;
             }
-            let Some(te) = &f.token_endpoint else {
-                return err(
-                    "password_grant.forward.token_endpoint",
-                    "is required: Portcullis relays accepted token requests to it (cluster, authority, path)",
-                );
+            let relay = match (&f.token_endpoint, f.hold_headers) {
+                (Some(_), true) => {
+                    return err(
+                        "password_grant.forward.token_endpoint",
+                        "not used with hold_headers: the original request goes to the route's upstream",
+                    )
+                }
+                (None, true) => None,
+                (None, false) => {
+                    return err(
+                        "password_grant.forward.token_endpoint",
+                        "is required unless hold_headers is true: Portcullis relays token requests to it (cluster, authority, path)",
+                    )
+                }
+                (Some(te), false) => {
+                    let timeout_ms = validate_endpoint("password_grant.forward.token_endpoint", te)?;
+                    Some(Backend {
+                        name: "token-server".into(),
+                        cluster: te.cluster.clone(),
+                        authority: te.authority.clone(),
+                        path: te.path.clone(),
+                        timeout_ms,
+                        registered_at: 0,
+                    })
+                }
             };
-            let timeout_ms = validate_endpoint("password_grant.forward.token_endpoint", te)?;
-            let endpoint = Backend {
-                name: "token-server".into(),
-                cluster: te.cluster.clone(),
-                authority: te.authority.clone(),
-                path: te.path.clone(),
-                timeout_ms,
-                registered_at: 0,
-            };
-            GrantMode::Forward { identity_header: ih, extra_info_header: xh, endpoint }
+            GrantMode::Forward { identity_header: ih, extra_info_header: xh, relay }
         }
         "issue" => {
             let Some(is) = &pg.issue else {

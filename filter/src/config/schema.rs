@@ -220,6 +220,8 @@ pub(crate) struct RawForwardHeaders {
     pub(crate) identity_header: Option<String>,
     pub(crate) extra_info_header: Option<String>,
     pub(crate) token_endpoint: Option<RawEndpoint>,
+    #[serde(default)]
+    pub(crate) hold_headers: bool,
 }
 
 #[derive(Debug, Deserialize)]

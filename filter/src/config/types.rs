@@ -156,9 +156,11 @@ pub struct Introspection {
 /// What the password grant does with an accepted login.
 #[derive(Debug, Clone)]
 pub enum GrantMode {
-    /// Pass the token request on to the token server (`endpoint`: cluster, authority, path,
-    /// timeout) with identity headers, and relay its answer.
-    Forward { identity_header: String, extra_info_header: String, endpoint: Backend },
+    /// Pass the token request on to the token server with identity headers: either the
+    /// original request itself, its headers held until the check is done (`relay: None`,
+    /// `forward.hold_headers`), or a copy Portcullis sends to `relay` (cluster, authority, path,
+    /// timeout) and whose answer it relays.
+    Forward { identity_header: String, extra_info_header: String, relay: Option<Backend> },
     /// Answer it: Portcullis issues and signs the token.
     Issue { issuer: std::rc::Rc<crate::crypto::issue::Issuer>, jwks_path: String },
 }

@@ -241,12 +241,13 @@ pub enum Step {
     /// decides (another worker is introspecting the same token; bounded by
     /// [`MAX_PEER_WAIT_MS`]).
     Park(Pending),
-    /// Apply `early` to the request headers now (if any cannot be applied, refuse with 500)
-    /// and let them go on — Proxy-Wasm hosts withhold the body from a filter that holds the
-    /// headers. Buffer the body; at its end call [`advance`] with [`Input::Body`] (an empty
-    /// body when the headers ended the stream), or with [`Input::BodyTooLarge`] as soon as it
-    /// exceeds `max` bytes. A body that ends in trailers is refused by the host.
-    ReadBody { max: usize, early: Mutations, pending: Pending },
+    /// Apply `early` to the request headers now (if any cannot be applied, refuse with 500).
+    /// Then, when `hold`, keep the headers (answer the header callback with StopIteration: Envoy
+    /// needs `allow_on_headers_stop_iteration: true`, else it withholds the body too); when not,
+    /// let them go on. Buffer the body; at its end call [`advance`] with [`Input::Body`] (an
+    /// empty body when the headers ended the stream), or with [`Input::BodyTooLarge`] as soon
+    /// as it exceeds `max` bytes. A body that ends in trailers is refused by the host.
+    ReadBody { max: usize, early: Mutations, hold: bool, pending: Pending },
 }
 
 /// How long a request waits for another worker's introspection before giving up (503).

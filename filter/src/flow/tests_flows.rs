@@ -133,8 +133,11 @@ fn login(w: &mut World, user: &str, password: &str, source: &str) -> Step {
         &[("content-type", FORM), ("x-portcullis-identity", "forged"), ("x_portcullis_extra_info", "forged")],
         source,
     );
-    let Step::ReadBody { max, early, pending } = w.start(r) else { panic!("the token endpoint reads the body") };
+    let Step::ReadBody { max, early, hold, pending } = w.start(r) else { panic!("the token endpoint reads the body") };
     assert_eq!(max, crate::password::DEFAULT_MAX_BODY);
+    let holds =
+        matches!(&w.cfg.password_grant, Some(pg) if matches!(pg.mode, config::GrantMode::Forward { relay: None, .. }));
+    assert_eq!(hold, holds);
     assert!(early.remove.contains(&"x-portcullis-identity".to_string()));
     assert!(early.remove.contains(&"x_portcullis_extra_info".to_string()), "folded: {early:?}");
     w.advance(pending, Input::Body(&form(user, password)))
@@ -167,6 +170,47 @@ fn password_grant_asks_newest_first_then_relays_with_the_identity() {
     assert_eq!(status(&d), 200);
     assert_eq!(body_json(&d)["access_token"], "t");
     assert!(d.counters.contains(&Counter::GrantAccepted));
+}
+
+#[test]
+fn hold_headers_sends_the_original_request_once_with_identity_and_nothing_when_rejected() {
+    let mut doc = grant_doc(64);
+    doc["password_grant"]["forward"] = json!({"hold_headers": true});
+    let mut w = World::new(doc);
+    let step = login(&mut w, "alice", "pw", "10.0.0.1:1");
+    let d = done(answer(&mut w, step, &[(200, r#"{"extraInfo":{"dept":"ops"}}"#)]));
+    let Action::Continue(m) = &d.action else { panic!("the held request goes on") };
+    let set = |n: &str| m.set.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert_eq!(set("x-portcullis-identity").as_deref(), Some("ldap"));
+    assert!(set("x-portcullis-extra-info").is_some());
+    let step = login(&mut w, "bob", "wrong", "10.0.0.2:1");
+    let d = done(answer(&mut w, step, &[(401, "{}"), (401, "{}")]));
+    assert_eq!(status(&d), 400, "a rejected login is answered here: the token server sees nothing");
+    // A held token request that is not a password grant goes on untouched.
+    let r = request("POST", "/oauth/token", &[("content-type", FORM)], "10.0.0.3:1");
+    let Step::ReadBody { pending, hold: true, .. } = w.start(r) else { panic!() };
+    let d = done(w.advance(pending, Input::Body(b"grant_type=client_credentials")));
+    assert_eq!(d.action, Action::Continue(Mutations::default()));
+    // hold_headers and token_endpoint exclude each other.
+    let mut doc = grant_doc(64);
+    doc["password_grant"]["forward"]["hold_headers"] = json!(true);
+    let e = config::parse(doc.to_string().as_bytes(), &|_| None).unwrap_err().to_string();
+    assert!(e.starts_with("password_grant.forward.token_endpoint: not used with hold_headers"), "{e}");
+}
+
+#[test]
+fn relay_mode_relays_every_token_request() {
+    let mut w = World::new(grant_doc(64));
+    let r =
+        request("POST", "/oauth/token", &[("content-type", FORM), ("authorization", "Basic YXBwOnM=")], "10.0.0.3:1");
+    let Step::ReadBody { pending, hold: false, .. } = w.start(r) else { panic!() };
+    let (relay, p) = http(w.advance(pending, Input::Body(b"grant_type=client_credentials")));
+    assert_eq!((relay.cluster.as_str(), relay.path.as_str()), ("ts", "/token"));
+    assert_eq!(relay.body.as_deref(), Some(&b"grant_type=client_credentials"[..]));
+    assert!(relay.headers.iter().any(|(k, v)| k == "authorization" && v == "Basic YXBwOnM="));
+    assert!(relay.headers.iter().all(|(k, _)| !k.starts_with("x-portcullis")), "no identity for other grants");
+    let d = done(w.advance(p, Input::Reply(&reply(200, r#"{"access_token":"cc"}"#))));
+    assert_eq!(body_json(&d)["access_token"], "cc");
 }
 
 #[test]
@@ -211,12 +255,13 @@ fn token_endpoint_variants_and_query_parameters() {
     assert_eq!(status(&d), 400);
     let d = done(w.start(request("POST", "//oauth/token", &[("content-type", FORM)], "10.0.0.1:1")));
     assert_eq!(d.reason, Some(Reason::NonCanonicalRequest));
-    // A body-less POST gets the early mutations and goes on without identity headers.
+    // A body-less POST gets the early mutations; in relay mode it is relayed as it is, never
+    // with identity headers.
     let r = request("POST", "/oauth/token", &[("content-type", FORM), ("x-portcullis-identity", "ldap")], "10.0.0.1:1");
     let Step::ReadBody { early, pending, .. } = w.start(r) else { panic!() };
     assert!(early.remove.contains(&"x-portcullis-identity".to_string()));
-    let d = done(w.advance(pending, Input::Body(&[])));
-    assert_eq!(d.action, Action::Continue(Mutations::default()));
+    let (relay, _) = http(w.advance(pending, Input::Body(&[])));
+    assert!(relay.headers.iter().all(|(k, _)| !k.starts_with("x-portcullis")), "{relay:?}");
 }
 
 /// Flood figures (issue 11 item 7): 400 failed logins for random usernames from rotating

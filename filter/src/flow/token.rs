@@ -125,9 +125,11 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
     }
     let pending =
         TokenPending { request: req.clone(), counters: vec![Counter::Requests], stage: Stage::Body { content_type } };
+    let hold = matches!(pg.mode, GrantMode::Forward { relay: None, .. });
     Some(Step::ReadBody {
         max: pg.max_body_bytes,
         early: flow::base_mutations(ctx.cfg, req),
+        hold,
         pending: Pending::Token(Box::new(pending)),
     })
 }
@@ -167,6 +169,11 @@ fn with_body(ctx: &mut Ctx, request: RequestView, content_type: String, body: &[
     let login = match password::password_request(body) {
         Ok(r) => r,
         Err(GrantError::NotPasswordGrant) => {
+            if let GrantMode::Forward { relay: Some(endpoint), .. } = &pg.mode {
+                // Relay mode answers every token request itself (so the token path can be a
+                // direct_response route and the token server sees only what Portcullis sends).
+                return relay_step(request, endpoint, body, &content_type, vec![], Counter::GrantPassThrough);
+            }
             // The early mutations (owned headers, canonical path) went on with the headers.
             let m = flow::Mutations::default();
             return done(Action::Continue(m), vec![Counter::Requests, Counter::GrantPassThrough], vec![], vec![]);
@@ -246,29 +253,25 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
                 );
             }
             match &pg.mode {
-                GrantMode::Forward { identity_header, extra_info_header, endpoint } => {
-                    // Envoy has already passed the request headers on by the time the body is
-                    // read, so identity headers cannot be added to that request: Portcullis
-                    // sends the token request to the token server itself and relays the answer.
-                    let mut callout = password::backend_request(endpoint, &body, &content_type);
-                    callout.headers.retain(|(k, _)| k != "accept");
-                    for name in RELAYED_REQUEST_HEADERS {
-                        if let Some(v) = req.header_values(name).next().flatten() {
-                            callout.headers.push((name.to_string(), v.to_string()));
+                GrantMode::Forward { identity_header, extra_info_header, relay } => {
+                    let identity =
+                        password::forward_headers(identity_header, extra_info_header, &backend, extra_info.as_ref());
+                    match relay {
+                        // hold_headers: the original request, held until now, goes on with the
+                        // identity headers — the token server sees exactly one request.
+                        None => done(
+                            Action::Continue(flow::Mutations { set: identity, ..flow::Mutations::default() }),
+                            vec![Counter::Requests, Counter::GrantAccepted],
+                            vec![],
+                            failure_logs,
+                        ),
+                        // The headers went on before the body was read, so identity headers
+                        // cannot be added to that request: Portcullis sends the token request
+                        // itself and relays the answer (pair with a direct_response route).
+                        Some(endpoint) => {
+                            relay_step(req, endpoint, &body, &content_type, identity, Counter::GrantAccepted)
                         }
                     }
-                    callout.headers.extend(password::forward_headers(
-                        identity_header,
-                        extra_info_header,
-                        &backend,
-                        extra_info.as_ref(),
-                    ));
-                    let p = TokenPending {
-                        request: req,
-                        counters: vec![Counter::Requests, Counter::GrantAccepted],
-                        stage: Stage::Relay,
-                    };
-                    Step::Dispatch(Outbound::Http(callout), Pending::Token(Box::new(p)))
                 }
                 GrantMode::Issue { issuer, .. } => {
                     let st = &mut ctx.state;
@@ -302,6 +305,28 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
             }
         }
     }
+}
+
+/// Sends the token request to the token server (with `extra` headers) and waits to relay its
+/// answer.
+fn relay_step(
+    req: RequestView,
+    endpoint: &password::Backend,
+    body: &[u8],
+    content_type: &str,
+    extra: Vec<(String, String)>,
+    counter: Counter,
+) -> Step {
+    let mut callout = password::backend_request(endpoint, body, content_type);
+    callout.headers.retain(|(k, _)| k != "accept");
+    for name in RELAYED_REQUEST_HEADERS {
+        if let Some(v) = req.header_values(name).next().flatten() {
+            callout.headers.push((name.to_string(), v.to_string()));
+        }
+    }
+    callout.headers.extend(extra);
+    let p = TokenPending { request: req, counters: vec![Counter::Requests, counter], stage: Stage::Relay };
+    Step::Dispatch(Outbound::Http(callout), Pending::Token(Box::new(p)))
 }
 
 /// Request headers the token server gets from the original request (client authentication,

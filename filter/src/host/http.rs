@@ -187,7 +187,7 @@ pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step, end_of_stream: boo
             shared.requests.set_wait(id, Wait::Parked(p));
             Action::Pause
         }
-        Step::ReadBody { max, early, pending } => {
+        Step::ReadBody { max, early, hold, pending } => {
             // The headers go on before the body is read: owned headers and a non-canonical
             // `:path` are dealt with now, with or without a body to follow.
             if !mutate(&early) {
@@ -198,9 +198,14 @@ pub(crate) fn drive(shared: &Rc<Shared>, id: u32, step: Step, end_of_stream: boo
                 return drive(shared, id, step, true);
             }
             shared.requests.set_wait(id, Wait::Body(max, pending));
-            // proxy-wasm hosts turn a paused header callback into "stop all iteration",
-            // which also withholds the body from this filter: let the headers go on and
-            // hold the body instead (on_http_request_body pauses until the end of stream).
+            if hold {
+                // Held until the decision (allow_on_headers_stop_iteration lets the body in).
+                return Action::Pause;
+            }
+            // Without allow_on_headers_stop_iteration, proxy-wasm hosts turn a paused header
+            // callback into "stop all iteration", which also withholds the body from this
+            // filter: let the headers go on and hold the body instead (on_http_request_body
+            // pauses until the end of stream).
             Action::Continue
         }
     }
