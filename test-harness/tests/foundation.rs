@@ -228,7 +228,7 @@ fn verified_payload_reaches_filter_state_for_other_filters() {
     let idp = TestIdp::start();
     let up = EchoUpstream::start();
     let mut p = local_provider(&idp);
-    p["payload_in_metadata"] = json!("jwt_payload");
+    p["payload_in_filter_state"] = json!("jwt_payload");
     let cfg = json!({"providers": {"corp": p}});
     // Another part of Envoy (the router's header formatter) reads what Portcullis stored.
     let main = Listener::new("main", &cfg)

@@ -82,7 +82,7 @@ fn jwt_answers_are_verified_and_forwarded_by_value() {
     let up = EchoUpstream::start();
     let cfg = json!({
         "providers": {"idp": {"issuer": idp.issuer(), "local_jwks": {"inline_string": idp.public_jwks_for(&["rsa-a"])}}},
-        "introspection": introspection("/introspect", json!({"accept_jwt": true, "verify_with": "idp"})),
+        "introspection": introspection("/introspect", json!({"response_format": "jwt", "verify_with": "idp"})),
         "requires": {"any": ["introspection"]}
     });
     let envoy = start(idp.port, &up, cfg, "gateway-secret");

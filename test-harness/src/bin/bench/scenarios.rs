@@ -123,7 +123,7 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
     let mut jwt_rl = pc_jwt(jwks);
     jwt_rl["rate_limit"] = pc_rate_limit();
     // The phantom token: an opaque token introspected at the IdP, which answers the by-value
-    // JWT (`accept_jwt`); the JWT is verified with the IdP's key on a miss, not on a hit.
+    // JWT (`response_format: "jwt"`); the JWT is verified with the IdP's key on a miss, not on a hit.
     let phantom = json!({
         "providers": {"idp": {
             "issuer": idp_issuer,
@@ -134,7 +134,7 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
             "endpoint": {"cluster": "idp", "authority": "127.0.0.1", "path": "/introspect", "timeout": "1s"},
             "client_id": "gateway",
             "client_secret": "gateway-secret",
-            "accept_jwt": true,
+            "response_format": "jwt",
             "verify_with": "idp",
             "from_headers": bearer_source(),
             "upstream_header": {"name": "authorization", "value_prefix": "Bearer "},
