@@ -647,8 +647,11 @@ fn a_token_request_ending_in_trailers_is_refused() {
 fn a_lower_case_method_over_http2_is_refused_by_the_filter() {
     let up = EchoUpstream::start();
     let envoy = Gateway::new(&bypass_config()).cluster("upstream", up.port).start();
+    // No request body: the filter answers at the headers, and an HTTP/2 stream that is still
+    // sending DATA when that early answer lands is reset by Envoy, which curl may report as
+    // a framing error instead of the answer (a race of the client, not of the filter).
     let h2c = |method: &str, path: &str, key: Option<&str>| {
-        let mut request = curl::Request::new(method, &envoy.url(path)).h2c().body(b"{}").timeout(CLIENT_TIMEOUT);
+        let mut request = curl::Request::new(method, &envoy.url(path)).h2c().timeout(CLIENT_TIMEOUT);
         if let Some(key) = key {
             request = request.header("x-api-key", key);
         }
