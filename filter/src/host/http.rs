@@ -254,8 +254,11 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
     }
 }
 
-/// Wakes parked requests (called from the root's tick): each is polled on its own
-/// effective context and resumed or answered if it can be decided now.
+/// Wakes parked requests: each is polled on its own effective context and resumed or
+/// answered if it can be decided now. Call it only from the root context (its tick, or a
+/// callout the root received): a woken request may dispatch a callout, and the SDK sends the
+/// reply to the context that was active when it was dispatched — a request context that may
+/// be gone by then would lose it.
 pub(crate) fn poll_parked(shared: &Rc<Shared>) {
     for id in shared.requests.parked() {
         let Some(Wait::Parked(p)) = shared.requests.take(id, |w| matches!(w, Wait::Parked(_))) else { continue };
@@ -285,9 +288,6 @@ pub(crate) fn deliver(shared: &Rc<Shared>, token: u32, reply: &Reply) -> bool {
     if let Action::Continue = drive(shared, id, step, false) {
         let _ = hostcalls::resume_http_request();
     }
-    // A key set or an introspection answer just landed: requests parked behind it need not
-    // wait for the next tick.
-    poll_parked(shared);
     true
 }
 

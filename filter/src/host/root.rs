@@ -146,6 +146,8 @@ impl Context for Root {
             // A request woken on the tick dispatched this callout from the root context.
             None => {
                 super::http::deliver(&shared, token_id, &reply);
+                // Requests parked behind it (the same token) need not wait for the next tick.
+                super::http::poll_parked(&shared);
             }
         }
     }
