@@ -70,13 +70,20 @@ pub enum Reason {
     /// (a JWS with only introspection configured and `introspect_jwts` off, a JWT of an issuer
     /// no provider accepts, a token without the introspection `opaque_prefix`).
     TokenNotAccepted,
+    /// Authenticated, but a route's `when` condition or `allowed_clients` refuses the caller.
+    PolicyDenied,
+    /// The route requires a client certificate and the connection presented none.
+    MtlsRequired,
+    /// A certificate-bound token (RFC 8705) without its certificate, or a route requiring
+    /// bound tokens met one without `cnf`.
+    TokenBinding,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 32] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -105,6 +112,9 @@ impl Reason {
         Reason::TokenType,
         Reason::TokenSubject,
         Reason::TokenNotAccepted,
+        Reason::PolicyDenied,
+        Reason::MtlsRequired,
+        Reason::TokenBinding,
         Reason::Internal,
     ];
 
@@ -139,6 +149,9 @@ impl Reason {
             Reason::TokenType => "token_type",
             Reason::TokenSubject => "token_subject",
             Reason::TokenNotAccepted => "token_not_accepted",
+            Reason::PolicyDenied => "policy_denied",
+            Reason::MtlsRequired => "mtls_required",
+            Reason::TokenBinding => "token_binding",
             Reason::Internal => "internal",
         }
     }
@@ -148,7 +161,7 @@ impl Reason {
         match self {
             Reason::MissingCredentials => 401,
             Reason::MalformedRequest | Reason::MultipleCredentials | Reason::NonCanonicalRequest => 400,
-            Reason::InsufficientScope => 403,
+            Reason::InsufficientScope | Reason::PolicyDenied | Reason::MtlsRequired => 403,
             Reason::RateLimited => 429,
             Reason::KeysUnavailable | Reason::RateLimitUnavailable | Reason::IntrospectionUnavailable => 503,
             Reason::Internal => 500,
@@ -187,6 +200,8 @@ impl Reason {
             Reason::TokenExpired => "Token expired",
             Reason::ApiKeyInvalid | Reason::ApiKeyDisabled => "Invalid API key",
             Reason::InsufficientScope => "Insufficient scope",
+            Reason::PolicyDenied => "Access denied by policy",
+            Reason::MtlsRequired => "Client certificate required",
             Reason::RateLimited => "Too many requests",
             Reason::KeysUnavailable => "Authentication temporarily unavailable",
             Reason::RateLimitUnavailable => "Rate limiting temporarily unavailable",
@@ -229,6 +244,9 @@ impl Reason {
             Reason::TokenType => "The token's type is not accepted as an access token.",
             Reason::TokenSubject => "The access token's subject is not accepted.",
             Reason::TokenNotAccepted => "No accepted credential method takes this kind of token.",
+            Reason::PolicyDenied => "The credential is valid, but this request is not allowed for it.",
+            Reason::MtlsRequired => "This resource requires a client certificate.",
+            Reason::TokenBinding => "The access token is bound to a client certificate this connection did not present.",
             Reason::Internal => "The request could not be evaluated.",
         }
     }

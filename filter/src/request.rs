@@ -61,6 +61,45 @@ pub enum ExtractError {
     Malformed,
 }
 
+/// The downstream connection, as the host knows it: asked only when a check needs it (each
+/// answer is a host call). Envoy's attributes: `connection.mtls`, `connection.uri_san_peer_certificate`,
+/// `connection.subject_peer_certificate`, `connection.sha256_peer_certificate_digest`,
+/// `connection.requested_server_name`.
+pub trait Peer {
+    /// A client certificate was presented (and, when the listener has a validation context,
+    /// validated: operators must configure one for `mtls` to mean anything).
+    fn mtls(&self) -> bool;
+    /// The peer certificate's first URI SAN (a SPIFFE id in a mesh).
+    fn uri_san(&self) -> Option<String>;
+    /// The peer certificate's subject.
+    fn subject(&self) -> Option<String>;
+    /// SHA-256 of the peer certificate (DER).
+    fn cert_sha256(&self) -> Option<[u8; 32]>;
+    /// The TLS SNI the client sent.
+    fn sni(&self) -> Option<String>;
+}
+
+/// A plain-text connection (no TLS, no certificate): hosts without connection attributes.
+pub struct NoPeer;
+
+impl Peer for NoPeer {
+    fn mtls(&self) -> bool {
+        false
+    }
+    fn uri_san(&self) -> Option<String> {
+        None
+    }
+    fn subject(&self) -> Option<String> {
+        None
+    }
+    fn cert_sha256(&self) -> Option<[u8; 32]> {
+        None
+    }
+    fn sni(&self) -> Option<String> {
+        None
+    }
+}
+
 /// Why a request's method or path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {

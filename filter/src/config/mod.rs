@@ -40,6 +40,7 @@ fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Conf
 mod capabilities;
 mod fields;
 pub mod intro;
+pub mod route;
 mod schema;
 mod types;
 mod validate;

@@ -27,6 +27,8 @@ pub(crate) struct RawConfig {
     pub(crate) on_dependency_down: Option<String>,
     pub(crate) crypto: Option<String>,
     pub(crate) verified_token_cache_size: Option<u64>,
+    #[serde(default)]
+    pub(crate) bypass_cors_preflight: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +274,31 @@ pub(crate) struct RawRoute {
     pub(crate) scopes: Vec<String>,
     pub(crate) plan: Option<String>,
     pub(crate) cost: Option<u64>,
+    pub(crate) allowed_clients: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) when: Vec<RawCondition>,
+    #[serde(default)]
+    pub(crate) require_bound_token: bool,
+}
+
+/// A `when` condition (Istio `AuthorizationPolicy` style).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCondition {
+    pub(crate) key: String,
+    pub(crate) values: Option<Vec<String>>,
+    #[serde(rename = "notValues")]
+    pub(crate) not_values: Option<Vec<String>>,
+}
+
+/// A `match.headers` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderMatch {
+    pub(crate) name: String,
+    pub(crate) values: Option<Vec<String>>,
+    #[serde(rename = "notValues")]
+    pub(crate) not_values: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +309,9 @@ pub(crate) struct RawMatch {
     pub(crate) methods: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) ignore_case: bool,
+    pub(crate) hosts: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) headers: Vec<RawHeaderMatch>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +326,7 @@ pub(crate) enum RawRequires {
 pub(crate) struct RawRequiresList {
     pub(crate) any: Option<Vec<String>>,
     pub(crate) all: Option<Vec<String>>,
+    pub(crate) optional: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

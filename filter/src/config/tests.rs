@@ -59,7 +59,7 @@ const INVALID: &[(&str, &str)] = &[
         r#"{"modes":"shadow"}"#,
         "modes: unknown field `modes`, expected one of `mode`, `realm`, `providers`, `api_keys`, `introspection`, \
          `password_grant`, `rate_limit`, `routes`, `requires`, `events`, `on_dependency_down`, `crypto`, \
-         `verified_token_cache_size`",
+         `verified_token_cache_size`, `bypass_cors_preflight`",
     ),
     (
         r#"{"providers":{"corp":{"issuer":"https://idp.example.com","audience":["x"]}}}"#,
@@ -383,8 +383,32 @@ const INVALID: &[(&str, &str)] = &[
         "routes[0].requires.any[1]: \"introspection\" is named but introspection is not configured",
     ),
     (
-        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":{"any":["mtls"]}}]}"#,
-        "routes[0].requires.any[0]: \"mtls\" is not available in this build yet (see README \"Status\")",
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":{"any":["mtls","mtls"]}}]}"#,
+        "routes[0].requires.any[1]: \"mtls\" is listed twice",
+    ),
+    (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/","hosts":["a.example.com:8443"]}}]}"#,
+        "routes[0].match.hosts[0]: \"a.example.com:8443\" is not a host or *.domain (a port is not part of it)",
+    ),
+    (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"when":[{"key":"request.time","values":["x"]}]}]}"#,
+        "routes[0].when[0].key: unknown key \"request.time\" (known: request.auth.claims[..], request.auth.principal, request.auth.audiences, request.auth.presenter, request.headers[..], source.ip, source.principal, connection.sni, client.id, client.plan)",
+    ),
+    (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"when":[{"key":"source.ip","notValues":["10.0.0.0/99"]}]}]}"#,
+        "routes[0].when[0].notValues[0]: \"10.0.0.0/99\": the prefix length must be 0..32",
+    ),
+    (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"when":[{"key":"client.id"}]}]}"#,
+        "routes[0].when[0]: give values or notValues (not empty)",
+    ),
+    (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"allowed_clients":[]}]}"#,
+        "routes[0].allowed_clients: must not be empty (omit it to allow every client)",
+    ),
+    (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/","headers":[{"name":"x tenant","values":["a"]}]}}]}"#,
+        "routes[0].match.headers[0].name: \"x tenant\" is not a header name",
     ),
     (
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":{"any":["corp","none"]}}]}"#,
@@ -396,11 +420,11 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":{"any":["corp"],"all":["corp"]}}]}"#,
-        "routes[0].requires: give exactly one of \"any\" or \"all\"",
+        "routes[0].requires: give exactly one of \"any\", \"all\" or \"optional\"",
     ),
     (
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":{}}]}"#,
-        "routes[0].requires: give exactly one of \"any\" or \"all\"",
+        "routes[0].requires: give exactly one of \"any\", \"all\" or \"optional\"",
     ),
     (
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"requires":"nobody"}]}"#,

@@ -136,6 +136,8 @@ pub enum Method {
     ApiKey,
     /// Opaque tokens exchanged through RFC 7662 introspection.
     Introspection,
+    /// A client certificate Envoy validated (`connection.mtls`).
+    Mtls,
 }
 
 /// Validated introspection (phantom-token) settings.
@@ -197,6 +199,8 @@ pub enum Requires {
     Any(Vec<Method>),
     /// All of these methods.
     All(Vec<Method>),
+    /// These are checked when present (a bad one is refused); none is needed.
+    Optional(Vec<Method>),
 }
 
 /// How a route matches the request path.
@@ -218,6 +222,16 @@ pub struct Route {
     pub scopes: Vec<String>,
     pub plan: Option<String>,
     pub cost: u64,
+    /// `match.hosts` (empty: any host).
+    pub hosts: Vec<super::route::HostMatch>,
+    /// `match.headers` conditions.
+    pub headers: Vec<super::route::Condition>,
+    /// `allowed_clients` (empty: any).
+    pub allowed_clients: Vec<String>,
+    /// `when` conditions, all of which must hold.
+    pub when: Vec<super::route::Condition>,
+    /// Refuse tokens without `cnf` (RFC 8705).
+    pub require_bound_token: bool,
 }
 
 /// A rate-limit plan: `requests` per `per_ms`, bursting to `burst`; enforced by the local
@@ -259,6 +273,8 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
+    /// `bypass_cors_preflight`: CORS preflights go on without credentials.
+    pub bypass_cors_preflight: bool,
     pub realm: String,
     pub providers: Vec<Provider>,
     pub api_keys: Option<ApiKeys>,

@@ -170,6 +170,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         }
     };
 
+    let raw_plans_empty = plans.is_empty();
     let mut routes = Vec::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
         let path = format!("routes[{i}]");
@@ -232,6 +233,40 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         if cost == 0 || cost > 1_000_000 {
             return err(format!("{path}.cost"), "must be between 1 and 1000000");
         }
+        let mut hosts = Vec::new();
+        if let Some(hs) = &m.hosts {
+            if hs.is_empty() {
+                return err(format!("{path}.match.hosts"), "must not be empty (omit it to match every host)");
+            }
+            for (j, h) in hs.iter().enumerate() {
+                hosts.push(super::route::host_match(&format!("{path}.match.hosts[{j}]"), h)?);
+            }
+        }
+        let mut headers = Vec::new();
+        for (j, h) in m.headers.iter().enumerate() {
+            headers.push(super::route::condition(
+                &format!("{path}.match.headers[{j}]"),
+                &h.name,
+                &h.values,
+                &h.not_values,
+                true,
+            )?);
+        }
+        let mut when = Vec::new();
+        for (j, c) in r.when.iter().enumerate() {
+            let cond = super::route::condition(&format!("{path}.when[{j}]"), &c.key, &c.values, &c.not_values, false)?;
+            if cond.key == super::route::AttrKey::ClientPlan && raw_plans_empty {
+                return err(format!("{path}.when[{j}].key"), "client.plan needs rate_limit plans");
+            }
+            when.push(cond);
+        }
+        let allowed_clients = match r.allowed_clients {
+            None => Vec::new(),
+            Some(list) if list.is_empty() => {
+                return err(format!("{path}.allowed_clients"), "must not be empty (omit it to allow every client)")
+            }
+            Some(list) => list,
+        };
         routes.push(Route {
             path: path_match,
             ignore_case: m.ignore_case,
@@ -240,6 +275,11 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
             scopes: r.scopes,
             plan: r.plan,
             cost,
+            hosts,
+            headers,
+            allowed_clients,
+            when,
+            require_bound_token: r.require_bound_token,
         });
     }
 
@@ -293,6 +333,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
 
     Ok(Config {
         mode,
+        bypass_cors_preflight: raw.bypass_cors_preflight,
         realm,
         providers,
         api_keys,
@@ -330,14 +371,22 @@ pub(crate) struct MethodCtx<'a> {
 }
 
 pub(crate) fn validate_requires(path: &str, raw: RawRequires, ctx: &MethodCtx) -> Result<Requires, ConfigError> {
-    let (list, any, key) = match raw {
+    enum Kind {
+        Any,
+        All,
+        Optional,
+    }
+    let (list, kind, key) = match raw {
         RawRequires::Word(w) if w == "none" => return Ok(Requires::None),
         RawRequires::Word(w) => {
             return err(path, format!("must be \"none\" or an object with \"any\" or \"all\", got {w:?}"));
         }
-        RawRequires::List(RawRequiresList { any: Some(a), all: None }) => (a, true, "any"),
-        RawRequires::List(RawRequiresList { any: None, all: Some(a) }) => (a, false, "all"),
-        RawRequires::List(_) => return err(path, "give exactly one of \"any\" or \"all\""),
+        RawRequires::List(RawRequiresList { any: Some(a), all: None, optional: None }) => (a, Kind::Any, "any"),
+        RawRequires::List(RawRequiresList { any: None, all: Some(a), optional: None }) => (a, Kind::All, "all"),
+        RawRequires::List(RawRequiresList { any: None, all: None, optional: Some(a) }) => {
+            (a, Kind::Optional, "optional")
+        }
+        RawRequires::List(_) => return err(path, "give exactly one of \"any\", \"all\" or \"optional\""),
     };
     if list.is_empty() {
         return err(format!("{path}.{key}"), "must not be empty (use \"none\" for anonymous access)");
@@ -356,7 +405,7 @@ pub(crate) fn validate_requires(path: &str, raw: RawRequires, ctx: &MethodCtx) -
             }
             Method::Introspection
         } else if name == "mtls" {
-            return err(p, format!("{name:?} is not available in this build yet (see README \"Status\")"));
+            Method::Mtls
         } else if name == "none" {
             return err(p, "\"none\" cannot be combined with other methods; use requires: \"none\"");
         } else if let Some(i) = ctx.providers.iter().position(|pr| &pr.name == name) {
@@ -379,5 +428,9 @@ pub(crate) fn validate_requires(path: &str, raw: RawRequires, ctx: &MethodCtx) -
         }
         methods.push(m);
     }
-    Ok(if any { Requires::Any(methods) } else { Requires::All(methods) })
+    Ok(match kind {
+        Kind::Any => Requires::Any(methods),
+        Kind::All => Requires::All(methods),
+        Kind::Optional => Requires::Optional(methods),
+    })
 }

@@ -24,12 +24,13 @@ pub(super) fn evaluate(
     counters: &mut Vec<Counter>,
 ) -> Result<Evaluated, Need> {
     let cfg = ctx.cfg;
-    let matched = policy::route(cfg, &req.method, req.path_only());
+    let matched = policy::route(cfg, req);
     let requires = matched.requires();
-    let (methods, all): (&[Method], bool) = match requires {
-        Requires::None => (&[], false),
-        Requires::Any(m) => (m, false),
-        Requires::All(m) => (m, true),
+    let (methods, all, optional): (&[Method], bool, bool) = match requires {
+        Requires::None => (&[], false, false),
+        Requires::Any(m) => (m, false, false),
+        Requires::All(m) => (m, true, false),
+        Requires::Optional(m) => (m, false, true),
     };
     let challenges = Challenges {
         bearer: methods.iter().any(|m| matches!(m, Method::Provider(_) | Method::Introspection)),
@@ -42,14 +43,20 @@ pub(super) fn evaluate(
     let mut failure: Option<Reason> = None;
     let mut missing = false;
     let mut declined = false;
+    let mut mtls_missing = false;
     for m in methods {
         let result = match m {
             Method::ApiKey => check_api_key(cfg, req),
             Method::Provider(i) => check_provider(ctx, req, *i, progress, counters),
             Method::Introspection => check_introspection(ctx, req, progress, counters),
+            Method::Mtls => super::authorize::check_mtls(ctx.peer),
         };
         match result {
             MethodResult::Ok(id) => identities.push(id),
+            MethodResult::Absent if *m == Method::Mtls => {
+                missing = true;
+                mtls_missing = true;
+            }
             MethodResult::Absent => missing = true,
             MethodResult::Declined => {
                 missing = true;
@@ -87,8 +94,21 @@ pub(super) fn evaluate(
         }
         return Ok(Err(rej));
     }
-    if !methods.is_empty() && (identities.is_empty() || (all && missing)) {
-        return Ok(Err(reject(Reason::MissingCredentials)));
+    if !optional && !methods.is_empty() && (identities.is_empty() || (all && missing)) {
+        // When the client certificate is all the route lacks, say so (403 mtls_required).
+        let only_mtls = mtls_missing
+            && if all { identities.len() + 1 == methods.len() } else { methods.iter().all(|m| *m == Method::Mtls) };
+        return Ok(Err(reject(if only_mtls { Reason::MtlsRequired } else { Reason::MissingCredentials })));
+    }
+    // Certificate-bound tokens (RFC 8705 §3): always checked; a route may require them.
+    let route = match matched {
+        policy::Matched::Route(_, r) => Some(r),
+        policy::Matched::Default(_) => None,
+    };
+    if let Some(r) =
+        super::authorize::check_binding(ctx.peer, &identities, route.is_some_and(|r| r.require_bound_token))
+    {
+        return Ok(Err(reject(r)));
     }
 
     let held: Vec<String> = identities.iter().flat_map(|i| i.scopes.iter().cloned()).collect();
@@ -100,6 +120,24 @@ pub(super) fn evaluate(
     }
 
     let client = identities.iter().find_map(|i| i.client_id.clone());
+    if let Some(r) = route {
+        if !r.allowed_clients.is_empty() && !client.as_ref().is_some_and(|c| r.allowed_clients.contains(c)) {
+            return Ok(Err(reject(Reason::PolicyDenied)));
+        }
+        if !r.when.is_empty() {
+            let facts = super::authorize::Facts {
+                cfg,
+                req,
+                peer: ctx.peer,
+                identities: &identities,
+                client: client.as_deref(),
+                route: r,
+            };
+            if !r.when.iter().all(|c| policy::when::holds(c, facts.values(&c.key).as_deref())) {
+                return Ok(Err(reject(Reason::PolicyDenied)));
+            }
+        }
+    }
     let mut response_headers = Vec::new();
     if let Some(rl) = &cfg.rate_limit {
         let route_plan = match matched {
@@ -112,7 +150,7 @@ pub(super) fn evaluate(
                 .as_ref()
                 .and_then(|a| a.clients.iter().find(|c| Some(&c.client_id) == i.client_id.as_ref()))
                 .and_then(|c| c.plan.as_deref()),
-            Method::Provider(_) | Method::Introspection => None,
+            Method::Provider(_) | Method::Introspection | Method::Mtls => None,
         });
         let claim_plan = rl.plan_claim.as_ref().and_then(|path| {
             identities
@@ -130,6 +168,7 @@ pub(super) fn evaluate(
                         Method::ApiKey => format!("api_key:{c}"),
                         Method::Provider(p) => format!("jwt:{}:{c}", cfg.providers[p].name),
                         Method::Introspection => format!("introspection:{c}"),
+                        Method::Mtls => format!("mtls:{c}"),
                     };
                     (who, &rl.store_ns)
                 }
@@ -201,15 +240,18 @@ pub(super) fn evaluate(
             Method::ApiKey => {
                 method_names.push("api_key".to_string());
                 if cfg.api_keys.as_ref().is_some_and(|a| a.hide_credentials) {
-                    strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                    if let Some(f) = &id.found {
+                        strip_credential(&f.source, &mut mutations, &mut path, req);
+                    }
                 }
             }
+            Method::Mtls => method_names.push("mtls".to_string()),
             Method::Provider(i) => {
                 let p = &cfg.providers[i];
                 method_names.push(format!("jwt:{}", p.name));
                 let Some(v) = &id.verified else { continue };
-                if !p.forward {
-                    strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                if let (false, Some(f)) = (p.forward, &id.found) {
+                    strip_credential(&f.source, &mut mutations, &mut path, req);
                 }
                 if let Some(h) = &p.forward_payload_header {
                     let mut value = v.payload_b64.clone();
@@ -236,7 +278,9 @@ pub(super) fn evaluate(
                 method_names.push("introspection".to_string());
                 let (Some(ic), Some(r)) = (&cfg.introspection, &id.introspected) else { continue };
                 // The opaque token never goes upstream: a by-value JWT or the claims do.
-                strip_credential(&id.found.source, &mut mutations, &mut path, req);
+                if let Some(f) = &id.found {
+                    strip_credential(&f.source, &mut mutations, &mut path, req);
+                }
                 match (&r.jwt, &ic.upstream_header) {
                     (Some(jwt), Some((name, prefix))) => {
                         mutations.remove.retain(|h| h != name);
@@ -288,7 +332,7 @@ pub(super) fn check_api_key(cfg: &Config, req: &RequestView) -> MethodResult {
             method: Method::ApiKey,
             client_id: Some(client.client_id.clone()),
             scopes: client.scopes.clone(),
-            found,
+            found: Some(found),
             verified: None,
             introspected: None,
         }),
@@ -476,7 +520,7 @@ pub(super) fn check_introspection(
         method: Method::Introspection,
         client_id: r.client_id().or(r.subject()).map(str::to_string),
         scopes: r.scopes(),
-        found,
+        found: Some(found),
         verified: None,
         introspected: Some(r),
     })
@@ -488,7 +532,7 @@ pub(super) fn ok_identity(i: usize, found: Found, v: Rc<Verified>) -> MethodResu
         method: Method::Provider(i),
         client_id,
         scopes: v.scopes.clone(),
-        found,
+        found: Some(found),
         verified: Some(v),
         introspected: None,
     })

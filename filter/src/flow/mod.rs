@@ -27,6 +27,7 @@
 //!   `x-portcullis-decision`, and lets the request through.
 
 mod auth;
+mod authorize;
 mod mutations;
 pub mod token;
 
@@ -97,6 +98,8 @@ pub struct Ctx<'a> {
     pub store: &'a dyn SharedStore,
     pub native: &'a dyn NativeVerifier,
     pub signer: &'a dyn crate::password::NativeSigner,
+    /// The downstream connection (client certificate, SNI), asked lazily.
+    pub peer: &'a dyn crate::request::Peer,
     pub now_ms: u64,
 }
 
@@ -259,7 +262,8 @@ struct Identity {
     method: Method,
     client_id: Option<String>,
     scopes: Vec<String>,
-    found: Found,
+    /// The credential (none for a client certificate).
+    found: Option<Found>,
     verified: Option<Rc<Verified>>,
     introspected: Option<Rc<Introspected>>,
 }
@@ -284,10 +288,30 @@ pub fn start(ctx: &mut Ctx, mut req: RequestView) -> Step {
         let rej = Rejection::new(Reason::NonCanonicalRequest, Challenges::default());
         return Step::Done(finish(ctx.cfg, &req, Err(rej), vec![Counter::Requests]));
     }
+    if ctx.cfg.bypass_cors_preflight && is_cors_preflight(&req) {
+        // Browsers send preflights without credentials; the upstream answers them.
+        let m = base_mutations(ctx.cfg, &req);
+        let d = Decision {
+            action: Action::Continue(m),
+            reason: None,
+            client: None,
+            counters: vec![Counter::Requests, Counter::Allowed],
+            events: vec![],
+            errors: vec![],
+        };
+        return Step::Done(d);
+    }
     if let Some(s) = crate::flow::token::on_headers(ctx, &req) {
         return s;
     }
     step(ctx, req, Progress { may_refresh: true, ..Progress::default() }, vec![Counter::Requests])
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+fn is_cors_preflight(req: &RequestView) -> bool {
+    req.method == "OPTIONS"
+        && req.header_values("origin").next().is_some()
+        && req.header_values("access-control-request-method").next().is_some()
 }
 
 /// Continues a pending request with what it waited for.
@@ -504,3 +528,5 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
 mod tests;
 #[cfg(test)]
 mod tests_flows;
+#[cfg(test)]
+mod tests_policy;

@@ -8,18 +8,18 @@ use crate::store::MemStore;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 
-const NOW: u64 = 1_800_000_000;
+pub(super) const NOW: u64 = 1_800_000_000;
 
-struct Signer {
+pub(super) struct Signer {
     key: ES256KeyPair,
 }
 
 impl Signer {
-    fn new(kid: &str) -> Self {
+    pub(super) fn new(kid: &str) -> Self {
         Signer { key: ES256KeyPair::generate().with_key_id(kid) }
     }
 
-    fn jwks(&self) -> String {
+    pub(super) fn jwks(&self) -> String {
         let pt = self.key.public_key().public_key().to_bytes_uncompressed();
         let b = |s: &[u8]| crate::wire::b64::encode(s);
         json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": self.key.key_id().clone().unwrap(),
@@ -27,7 +27,7 @@ impl Signer {
         .to_string()
     }
 
-    fn mint(&self, claims: Value) -> String {
+    pub(super) fn mint(&self, claims: Value) -> String {
         let mut c: JWTClaims<serde_json::Map<String, Value>> =
             Claims::with_custom_claims(claims.as_object().unwrap().clone(), Duration::from_secs(1));
         c.issued_at = None;
@@ -37,12 +37,12 @@ impl Signer {
     }
 }
 
-fn claims() -> Value {
+pub(super) fn claims() -> Value {
     json!({"iss": "https://idp", "aud": "api", "sub": "u1", "client_id": "c1", "scope": "read write",
            "iat": NOW - 10, "exp": NOW + 300, "roles": ["a", "b"]})
 }
 
-fn cfg_with(signer: &Signer, extra: Value) -> Config {
+pub(super) fn cfg_with(signer: &Signer, extra: Value) -> Config {
     let mut doc = json!({
         "providers": {"corp": {"issuer": "https://idp", "audiences": ["api"],
             "local_jwks": {"inline_string": signer.jwks()},
@@ -54,7 +54,7 @@ fn cfg_with(signer: &Signer, extra: Value) -> Config {
     config::parse(doc.to_string().as_bytes(), &|_| None).unwrap()
 }
 
-fn req(path: &str, headers: &[(&str, &str)]) -> RequestView {
+pub(super) fn req(path: &str, headers: &[(&str, &str)]) -> RequestView {
     RequestView {
         method: "GET".into(),
         path: path.into(),
@@ -64,12 +64,19 @@ fn req(path: &str, headers: &[(&str, &str)]) -> RequestView {
 }
 
 fn run(cfg: &Config, state: &mut WorkerState, store: &MemStore, now_s: u64, r: RequestView) -> Step {
-    let mut ctx =
-        Ctx { cfg, state, store, native: &NoNative, signer: &crate::password::NoSigner, now_ms: now_s * 1000 };
+    let mut ctx = Ctx {
+        cfg,
+        state,
+        store,
+        native: &NoNative,
+        signer: &crate::password::NoSigner,
+        peer: &crate::request::NoPeer,
+        now_ms: now_s * 1000,
+    };
     start(&mut ctx, r)
 }
 
-fn decided(step: Step) -> Decision {
+pub(super) fn decided(step: Step) -> Decision {
     match step {
         Step::Done(d) => d,
         Step::Dispatch(out, _) => panic!("unexpected callout {out:?}"),
@@ -77,21 +84,21 @@ fn decided(step: Step) -> Decision {
     }
 }
 
-fn status(d: &Decision) -> u16 {
+pub(super) fn status(d: &Decision) -> u16 {
     match &d.action {
         Action::Reply(r) => r.status,
         Action::Continue(_) => 200,
     }
 }
 
-fn mutations(d: &Decision) -> &Mutations {
+pub(super) fn mutations(d: &Decision) -> &Mutations {
     match &d.action {
         Action::Continue(m) => m,
         Action::Reply(r) => panic!("rejected: {}", String::from_utf8_lossy(&r.body)),
     }
 }
 
-fn set<'a>(m: &'a Mutations, name: &str) -> Option<&'a str> {
+pub(super) fn set<'a>(m: &'a Mutations, name: &str) -> Option<&'a str> {
     m.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
@@ -230,6 +237,7 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
         store: &store,
         native: &NoNative,
         signer: &crate::password::NoSigner,
+        peer: &crate::request::NoPeer,
         now_ms: NOW * 1000 + 50,
     };
     let d = decided(advance(&mut ctx, p, Input::Reply(&reply)));
@@ -262,6 +270,7 @@ fn unknown_kid_waits_for_one_refresh_then_decides() {
         store: &store,
         native: &NoNative,
         signer: &crate::password::NoSigner,
+        peer: &crate::request::NoPeer,
         now_ms: (NOW + 11) * 1000,
     };
     let d = decided(advance(&mut ctx, p, Input::Reply(&Reply::default())));
@@ -282,6 +291,7 @@ fn no_keys_yet_waits_for_the_first_fetch_and_is_503_only_when_it_fails() {
             store: &store,
             native: &NoNative,
             signer: &crate::password::NoSigner,
+            peer: &crate::request::NoPeer,
             now_ms: ms,
         };
         f(&mut ctx)
@@ -311,6 +321,7 @@ fn no_keys_yet_waits_for_the_first_fetch_and_is_503_only_when_it_fails() {
         store: &store2,
         native: &NoNative,
         signer: &crate::password::NoSigner,
+        peer: &crate::request::NoPeer,
         now_ms: NOW * 1000,
     };
     let d = decided(advance(&mut ctx, p, Input::Reply(&Reply::default())));
@@ -331,6 +342,7 @@ fn no_keys_yet_waits_for_the_first_fetch_and_is_503_only_when_it_fails() {
         store: &store3,
         native: &NoNative,
         signer: &crate::password::NoSigner,
+        peer: &crate::request::NoPeer,
         now_ms: NOW * 1000 + 2_000,
     };
     let d = decided(advance(&mut ctx, p, Input::Tick));
@@ -348,6 +360,7 @@ fn no_keys_yet_waits_for_the_first_fetch_and_is_503_only_when_it_fails() {
         store: &store4,
         native: &NoNative,
         signer: &crate::password::NoSigner,
+        peer: &crate::request::NoPeer,
         now_ms: NOW * 1000,
     };
     let d = decided(advance(&mut ctx, p, Input::Reply(&Reply::default())));

@@ -40,6 +40,7 @@ impl World {
             store: &self.store,
             native: &NoNative,
             signer: &NoSigner,
+            peer: &crate::request::NoPeer,
             now_ms: self.now_ms,
         };
         start(&mut ctx, r)
@@ -52,6 +53,7 @@ impl World {
             store: &self.store,
             native: &NoNative,
             signer: &NoSigner,
+            peer: &crate::request::NoPeer,
             now_ms: self.now_ms,
         };
         advance(&mut ctx, p, input)

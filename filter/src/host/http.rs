@@ -118,6 +118,7 @@ pub(crate) fn with_ctx<T>(shared: &Shared, f: impl FnOnce(&mut Ctx) -> T) -> T {
         store: &HostStore,
         native: &shared.native,
         signer: &shared.signer,
+        peer: &super::peer::HostPeer,
         now_ms: clock(),
     };
     f(&mut ctx)

@@ -13,6 +13,7 @@
 mod abi;
 mod http;
 mod native;
+mod peer;
 mod root;
 mod store;
 

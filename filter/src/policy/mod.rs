@@ -4,13 +4,18 @@
 //!
 //! Paths are compared in the canonical form of [`crate::request::canonicalize`] (requests that
 //! have none are refused before routing), without the query string, case-sensitively unless
-//! the route sets `match.ignore_case`. `HEAD` matches a route that allows `GET` (RFC 9110 §9.3.2:
+//! the route sets `match.ignore_case`. A route may also match on `match.hosts` (the canonical
+//! `:authority`, lower case, no port; `*.example.com` matches subdomains only) and on
+//! `match.headers` (the condition language of [`when`]). `HEAD` matches a route that allows `GET` (RFC 9110 §9.3.2:
 //! a server answers HEAD as it would GET). A prefix matches on a segment
 //! boundary (`/admin` matches `/admin` and `/admin/x`, not `/administrator`), so a prefix
 //! meant to protect a subtree cannot be sidestepped by a lookalike sibling; a prefix ending
 //! in `/` matches anything below it.
 
+pub mod when;
+
 use crate::config::{Config, PathMatch, Requires, Route};
+use crate::request::RequestView;
 
 /// The route a request falls under.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +51,8 @@ fn path_matches(m: &PathMatch, path: &str) -> bool {
 }
 
 /// Finds the route for a method and path (path without query).
-pub fn route<'a>(cfg: &'a Config, method: &str, path: &str) -> Matched<'a> {
+pub fn route<'a>(cfg: &'a Config, req: &RequestView) -> Matched<'a> {
+    let (method, path) = (req.method.as_str(), req.path_only());
     let mut lower: Option<String> = None;
     for (i, r) in cfg.routes.iter().enumerate() {
         let candidate =
@@ -58,6 +64,16 @@ pub fn route<'a>(cfg: &'a Config, method: &str, path: &str) -> Matched<'a> {
             if !ms.iter().any(|m| m == method || (method == "HEAD" && m == "GET")) {
                 continue;
             }
+        }
+        if !when::host_matches(&r.hosts, &req.authority) {
+            continue;
+        }
+        if !r.headers.iter().all(|c| {
+            let crate::config::route::AttrKey::Header(name) = &c.key else { return false };
+            let values: Vec<String> = req.header_values(name).map(|v| v.unwrap_or_default().to_string()).collect();
+            when::holds(c, (!values.is_empty()).then_some(values.as_slice()))
+        }) {
+            continue;
         }
         return Matched::Route(i, r);
     }
