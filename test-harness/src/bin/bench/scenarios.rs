@@ -10,7 +10,7 @@ use crate::configs::{
     bearer_source, native_api_key, native_jwt, native_local_ratelimit, noop_filter, pc_api_keys, pc_jwt, pc_rate_limit,
     portcullis, Listener,
 };
-use crate::{Settings, API_KEYS};
+use crate::{Settings, API_KEYS, ISSUER};
 
 /// What wrk sends.
 #[derive(Clone)]
@@ -51,7 +51,7 @@ pub(crate) struct Scenario {
     pub(crate) target: Option<f64>,
 }
 
-pub(crate) const SCENARIOS: [Scenario; 8] = [
+pub(crate) const SCENARIOS: [Scenario; 9] = [
     Scenario {
         name: "JWT, repeated token (cache hit)",
         variant: "pc_jwt_repeat",
@@ -81,6 +81,12 @@ pub(crate) const SCENARIOS: [Scenario; 8] = [
         variant: "pc_jwt_ratelimit",
         compared_with: "native_jwt_ratelimit",
         target: Some(1.0),
+    },
+    Scenario {
+        name: "JWT cache hit, route with three `when` conditions",
+        variant: "pc_jwt_when",
+        compared_with: "pc_jwt_repeat",
+        target: Some(0.95),
     },
     Scenario {
         name: "Phantom token, cache hit",
@@ -142,6 +148,18 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
         },
         "requires": {"any": ["introspection"]}
     });
+    // The JWT listener with one route holding three conditions the repeated token satisfies:
+    // a claim, a header the load sends, and an address range the client is outside of.
+    let mut jwt_when = pc_jwt(jwks);
+    jwt_when["routes"] = json!([{
+        "match": {"prefix": "/"},
+        "requires": {"any": ["bench"]},
+        "when": [
+            {"key": "request.auth.claims[iss]", "values": [ISSUER]},
+            {"key": "request.headers[authorization]", "values": ["Bearer *"]},
+            {"key": "source.ip", "notValues": ["203.0.113.0/24", "2001:db8::/32"]}
+        ]
+    }]);
     let l = |name: &'static str, filters: Vec<Value>| Listener { name, filters, portcullis: false };
     let p =
         |name: &'static str, cfg: &Value| Listener { name, filters: vec![portcullis(w, name, cfg)], portcullis: true };
@@ -157,6 +175,7 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
         p("pc_api_key", &json!({"api_keys": pc_api_keys(api_keys)})),
         p("pc_jwt_rl", &jwt_rl),
         p("pc_phantom", &phantom),
+        p("pc_jwt_when", &jwt_when),
     ];
     let bearer = |t: &str| Load::Header("authorization", format!("Bearer {t}"));
     let tokens = |f: &(PathBuf, usize)| Load::Tokens {
@@ -191,6 +210,7 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
         v("pc_api_key", "Portcullis API key, 10,000 keys", "pc_api_key", key),
         v("pc_jwt_ratelimit", "Portcullis JWT + rate limit", "pc_jwt_rl", bearer(repeat)),
         v("pc_phantom", "Portcullis phantom token, cache hit", "pc_phantom", bearer(opaque)),
+        v("pc_jwt_when", "Portcullis JWT, repeated token, 3 when conditions", "pc_jwt_when", bearer(repeat)),
         v("pc_rs256_pure", "Portcullis JWT, unique RS256, crypto: pure", "pc_jwt_pure", tokens(rs)),
         v("pc_es256_pure", "Portcullis JWT, unique ES256, crypto: pure", "pc_jwt_pure", tokens(es)),
     ];
