@@ -44,6 +44,7 @@ pub mod cache;
 pub mod callout;
 pub mod config;
 pub mod crypto;
+pub mod events;
 pub mod flow;
 pub mod introspection;
 pub mod jwt;

@@ -48,6 +48,11 @@ pub enum Counter {
     /// Tokens issued, by signing path.
     GrantIssuedNative,
     GrantIssuedPure,
+    /// Events: batches delivered to sinks, events dropped because a sink's queue was full,
+    /// events dropped after a batch failed twice.
+    EventsBatchesSent,
+    EventsDroppedOverflow,
+    EventsDroppedFailed,
 }
 
 impl Counter {
@@ -79,6 +84,9 @@ impl Counter {
             Counter::GrantLockoutEngaged,
             Counter::GrantIssuedNative,
             Counter::GrantIssuedPure,
+            Counter::EventsBatchesSent,
+            Counter::EventsDroppedOverflow,
+            Counter::EventsDroppedFailed,
         ];
         for r in Reason::ALL {
             v.push(Counter::Denied(r));
@@ -117,6 +125,9 @@ impl Counter {
             Counter::GrantLockoutEngaged => "portcullis.grant.lockout_engaged".into(),
             Counter::GrantIssuedNative => "portcullis.grant.issued_native".into(),
             Counter::GrantIssuedPure => "portcullis.grant.issued_pure".into(),
+            Counter::EventsBatchesSent => "portcullis.events.batches_sent".into(),
+            Counter::EventsDroppedOverflow => "portcullis.events.dropped_overflow".into(),
+            Counter::EventsDroppedFailed => "portcullis.events.dropped_failed".into(),
         }
     }
 }

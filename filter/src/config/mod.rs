@@ -38,6 +38,7 @@ fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Conf
 }
 
 mod capabilities;
+mod events;
 mod fields;
 pub mod intro;
 pub mod route;

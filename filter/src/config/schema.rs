@@ -29,6 +29,8 @@ pub(crate) struct RawConfig {
     pub(crate) verified_token_cache_size: Option<u64>,
     #[serde(default)]
     pub(crate) bypass_cors_preflight: bool,
+    #[serde(default)]
+    pub(crate) rules: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +269,7 @@ pub(crate) struct RawGlobal {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
+    pub(crate) name: Option<String>,
     #[serde(rename = "match")]
     pub(crate) matcher: RawMatch,
     pub(crate) requires: Option<RawRequires>,
@@ -333,11 +336,35 @@ pub(crate) struct RawRequiresList {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEvents {
     #[serde(default)]
-    pub(crate) webhooks: Vec<RawEndpoint>,
-    pub(crate) batch_size: Option<u64>,
-    pub(crate) batch_interval: Option<Duration>,
+    pub(crate) log: bool,
+    pub(crate) sample_allowed: Option<f64>,
     #[serde(default)]
-    pub(crate) rules: Vec<serde_json::Value>,
+    pub(crate) sinks: BTreeMap<String, RawSink>,
+}
+
+/// An event sink (webhook).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSink {
+    pub(crate) cluster: String,
+    pub(crate) authority: Option<String>,
+    pub(crate) path: String,
+    pub(crate) timeout: Option<Duration>,
+    #[serde(default)]
+    pub(crate) headers: Vec<RawSinkHeader>,
+    pub(crate) batch_max: Option<u64>,
+    pub(crate) flush_interval: Option<Duration>,
+    pub(crate) queue_max: Option<u64>,
+    pub(crate) kinds: Option<Vec<String>>,
+}
+
+/// A header a sink request carries (`value`, or `value_env` naming a VM environment variable).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSinkHeader {
+    pub(crate) name: String,
+    pub(crate) value: Option<String>,
+    pub(crate) value_env: Option<String>,
 }
 
 /// A duration as Envoy's configuration writes it: protobuf-JSON text (`"300s"`, `"0.5s"`) or

@@ -59,7 +59,7 @@ const INVALID: &[(&str, &str)] = &[
         r#"{"modes":"shadow"}"#,
         "modes: unknown field `modes`, expected one of `mode`, `realm`, `providers`, `api_keys`, `introspection`, \
          `password_grant`, `rate_limit`, `routes`, `requires`, `events`, `on_dependency_down`, `crypto`, \
-         `verified_token_cache_size`, `bypass_cors_preflight`",
+         `verified_token_cache_size`, `bypass_cors_preflight`, `rules`",
     ),
     (
         r#"{"providers":{"corp":{"issuer":"https://idp.example.com","audience":["x"]}}}"#,
@@ -520,12 +520,25 @@ const INVALID: &[(&str, &str)] = &[
         r#"{"rate_limit":{"plans":{"free":{"requests":100,"per":"60s"}},"default_plan":"gold"}}"#,
         "rate_limit.default_plan: unknown plan \"gold\" (rate_limit.plans has: free)",
     ),
-    // Events: shape errors first, then "not in this build".
-    (r#"{"events":{"batch_size":0}}"#, "events.batch_size: must be between 1 and 10000"),
+    // Events: sinks, sampling, kinds; rules not in this build yet.
+    (r#"{"events":{"sample_allowed":1.5}}"#, "events.sample_allowed: must be between 0 and 1"),
     (
-        r#"{"events":{"webhooks":[{"cluster":"hooks","authority":"hooks","path":"/in"}]}}"#,
-        "events: event sinks are not available in this build yet (see README \"Status\")",
+        r#"{"events":{"sinks":{"siem":{"cluster":"hooks","path":"/in","batch_max":0}}}}"#,
+        "events.sinks.siem.batch_max: must be between 1 and 10000",
     ),
+    (
+        r#"{"events":{"sinks":{"siem":{"cluster":"hooks","path":"/in","kinds":["denied","nope"]}}}}"#,
+        "events.sinks.siem.kinds[1]: unknown kind \"nope\" (known: allowed, denied, rate_limited, login_succeeded, login_failed, locked_out, revoked_used, rule_triggered, dependency_down)",
+    ),
+    (
+        r#"{"events":{"sinks":{"siem":{"cluster":"hooks","path":"/in","headers":[{"name":"authorization","value_env":"NOPE"}]}}}}"#,
+        "events.sinks.siem.headers[0].value_env: VM environment variable \"NOPE\" is not set or empty (Envoy: vm_config.environment_variables; Istio: vmConfig.env)",
+    ),
+    (
+        r#"{"events":{"webhooks":[]}}"#,
+        "events.webhooks: unknown field `webhooks`, expected one of `log`, `sample_allowed`, `sinks`",
+    ),
+    (r#"{"rules":[{"name":"r"}]}"#, "rules: trigger rules are not available in this build yet (see README \"Status\")"),
 ];
 
 #[test]

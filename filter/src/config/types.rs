@@ -213,6 +213,8 @@ pub enum PathMatch {
 /// A validated route.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// `name`: how events name the route (else its index).
+    pub name: Option<String>,
     pub path: PathMatch,
     /// Match the path case-insensitively (`match.ignore_case`, for upstreams whose paths are);
     /// the stored path is then lower case.
@@ -275,6 +277,8 @@ pub struct Config {
     pub mode: Mode,
     /// `bypass_cors_preflight`: CORS preflights go on without credentials.
     pub bypass_cors_preflight: bool,
+    /// `events`: logging and sinks.
+    pub events: Events,
     pub realm: String,
     pub providers: Vec<Provider>,
     pub api_keys: Option<ApiKeys>,
@@ -363,4 +367,34 @@ impl SubjectMatcher {
             SubjectMatcher::Contains(v, ic) => fold(sub, *ic).contains(&fold(v, *ic)),
         }
     }
+}
+
+/// Validated `events`.
+#[derive(Debug, Clone, Default)]
+pub struct Events {
+    /// Write every event as one JSON line to Envoy's log.
+    pub log: bool,
+    /// Which fraction of allowed requests become events, in parts per million.
+    pub sample_allowed_ppm: u32,
+    pub sinks: Vec<Sink>,
+}
+
+impl Events {
+    /// True when any event can go anywhere (otherwise nothing is built).
+    pub fn enabled(&self) -> bool {
+        self.log || !self.sinks.is_empty()
+    }
+}
+
+/// A validated event sink.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub name: String,
+    pub endpoint: Backend,
+    /// Headers of every batch request (secrets resolved; never logged).
+    pub headers: Vec<(String, String)>,
+    pub batch_max: usize,
+    pub flush_interval_ms: u64,
+    pub queue_max: usize,
+    pub kinds: Vec<crate::events::Kind>,
 }

@@ -135,20 +135,12 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         None => None,
         Some(pg) => Some(validate_password_grant(pg, env)?),
     };
-    if let Some(ev) = &raw.events {
-        for (i, w) in ev.webhooks.iter().enumerate() {
-            validate_endpoint(&format!("events.webhooks[{i}]"), w)?;
-        }
-        if let Some(b) = ev.batch_size {
-            if b == 0 || b > 10_000 {
-                return err("events.batch_size", "must be between 1 and 10000");
-            }
-        }
-        if let Some(i) = &ev.batch_interval {
-            dur("events.batch_interval", i)?;
-        }
-        let _ = &ev.rules;
-        return err("events", "event sinks are not available in this build yet (see README \"Status\")");
+    let events = match &raw.events {
+        None => Events::default(),
+        Some(ev) => super::events::validate_events(ev, env)?,
+    };
+    if !raw.rules.is_empty() {
+        return err("rules", "trigger rules are not available in this build yet (see README \"Status\")");
     }
 
     let ctx = MethodCtx { providers: &providers, api_keys: api_keys.is_some(), introspection: introspection.is_some() };
@@ -267,7 +259,14 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
             }
             Some(list) => list,
         };
+        if let Some(n) = &r.name {
+            check_name(&format!("{path}.name"), n)?;
+            if routes.iter().any(|o: &Route| o.name.as_deref() == Some(n.as_str())) {
+                return err(format!("{path}.name"), format!("{n:?} names another route too"));
+            }
+        }
         routes.push(Route {
+            name: r.name.clone(),
             path: path_match,
             ignore_case: m.ignore_case,
             methods,
@@ -334,6 +333,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     Ok(Config {
         mode,
         bypass_cors_preflight: raw.bypass_cors_preflight,
+        events,
         realm,
         providers,
         api_keys,

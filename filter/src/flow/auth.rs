@@ -13,6 +13,10 @@ pub(super) type Evaluated = Result<Allowed, Rejection>;
 pub(super) struct Allowed {
     pub(super) mutations: Mutations,
     pub(super) client: Option<String>,
+    /// The token's `sub`, for events.
+    pub(super) subject: Option<String>,
+    /// The methods that authenticated, as in `x-portcullis-auth`.
+    pub(super) auth: Option<String>,
 }
 
 /// Evaluates the request. `Err(provider)` asks for an early key refresh (only when
@@ -310,7 +314,12 @@ pub(super) fn evaluate(
     if !method_names.is_empty() {
         mutations.set.push((config::METHOD_HEADER.into(), method_names.join(",")));
     }
-    Ok(Ok(Allowed { mutations, client }))
+    let subject = identities.iter().find_map(|id| {
+        let claims = id.verified.as_ref().map(|v| &v.claims).or(id.introspected.as_ref().map(|r| &r.claims))?;
+        claims.get("sub")?.as_str().map(str::to_string)
+    });
+    let auth = (!method_names.is_empty()).then(|| method_names.join(","));
+    Ok(Ok(Allowed { mutations, client, subject, auth }))
 }
 
 pub(super) fn extract_failure(e: ExtractError) -> MethodResult {

@@ -74,6 +74,8 @@ pub struct WorkerState {
     pub seed: u64,
     /// The proxy's random salt for hashes in events ([`crate::store::salt`]).
     pub salt: [u8; 16],
+    /// Sampling of allowed requests: accumulated parts per million.
+    pub sample_acc: u32,
     /// Tokens issued by this worker so far.
     pub issued: u64,
 }
@@ -86,6 +88,7 @@ impl WorkerState {
             introspected: Lru::new(if cfg.introspection.is_some() { cfg.verified_token_cache_size } else { 0 }),
             seed: 0,
             salt: [0; 16],
+            sample_acc: 0,
             issued: 0,
         }
     }
@@ -135,8 +138,8 @@ pub struct Decision {
     pub client: Option<String>,
     /// Counters to increment.
     pub counters: Vec<Counter>,
-    /// Structured events (JSON lines) for the host to log.
-    pub events: Vec<String>,
+    /// Events for the host to log and queue for sinks.
+    pub events: Vec<crate::events::Event>,
     /// Operational problems for the host to log at error level (never request contents).
     pub errors: Vec<String>,
 }
@@ -286,7 +289,7 @@ pub fn start(ctx: &mut Ctx, mut req: RequestView) -> Step {
     // The one canonical view: everything below looks at the request in this shape only.
     if req.canonicalize().is_err() {
         let rej = Rejection::new(Reason::NonCanonicalRequest, Challenges::default());
-        return Step::Done(finish(ctx.cfg, &req, Err(rej), vec![Counter::Requests]));
+        return conclude(ctx, &req, Err(rej), vec![Counter::Requests]);
     }
     if ctx.cfg.bypass_cors_preflight && is_cors_preflight(&req) {
         // Browsers send preflights without credentials; the upstream answers them.
@@ -323,7 +326,7 @@ pub fn advance(ctx: &mut Ctx, pending: Pending, input: Input) -> Step {
         (Pending::Auth(p), Input::Body(_) | Input::BodyTooLarge) => {
             // A route check never asks for a body: a host bug, refused rather than guessed.
             let rej = Rejection::new(Reason::Internal, Challenges::default());
-            Step::Done(finish(ctx.cfg, &p.request, Err(rej), p.counters))
+            conclude(ctx, &p.request, Err(rej), p.counters)
         }
     }
 }
@@ -335,7 +338,7 @@ fn poll(ctx: &mut Ctx, pending: AuthPending) -> Step {
         counters.push(Counter::IntrospectionFailed);
         let mut rej = Rejection::new(Reason::IntrospectionUnavailable, Challenges { bearer: true, api_key: false });
         rej.retry_after = Some(response::DEFAULT_RETRY_AFTER);
-        return Step::Done(finish(ctx.cfg, &request, Err(rej), counters));
+        return conclude(ctx, &request, Err(rej), counters);
     }
     step(ctx, request, progress, counters)
 }
@@ -431,7 +434,7 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
     // At most: one refresh, then one global call; each pass below ends or pauses.
     for _ in 0..3 {
         match evaluate(ctx, &req, &progress, &mut counters) {
-            Ok(d) => return Step::Done(finish(ctx.cfg, &req, d, counters)),
+            Ok(d) => return conclude(ctx, &req, d, counters),
             Err(Need::Refresh(provider)) => {
                 if let Some(fetch) = ctx.state.keys.early_refresh(ctx.cfg, ctx.store, provider, ctx.now_ms) {
                     counters.push(Counter::JwksUnknownKidRefresh);
@@ -472,10 +475,88 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
         }
     }
     let rej = Rejection::new(Reason::Internal, Challenges::default());
-    Step::Done(finish(ctx.cfg, &req, Err(rej), counters))
+    conclude(ctx, &req, Err(rej), counters)
 }
 
 /// Applies the mode and renders the outcome.
+/// Decides a route check: the decision, and its event when events are on.
+fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Vec<Counter>) -> Step {
+    let cfg = ctx.cfg;
+    if !cfg.events.enabled() {
+        return Step::Done(finish(cfg, req, evaluated, counters));
+    }
+    let allowed = evaluated.as_ref().ok().map(|a| (a.client.clone(), a.subject.clone(), a.auth.clone()));
+    // A dependency that failed on this request's own callout.
+    let down: Vec<crate::events::Event> = [
+        (Counter::JwksFetchFailed, "jwks"),
+        (Counter::IntrospectionFailed, "introspection"),
+        (Counter::RateLimitGlobalFailed, "rate_limit_service"),
+    ]
+    .iter()
+    .filter(|(c, _)| counters.contains(c))
+    .map(|(_, dep)| dependency_down(dep, ctx.now_ms))
+    .collect();
+    let mut d = finish(cfg, req, evaluated, counters);
+    d.events.extend(down);
+    let kind = match (&allowed, d.reason) {
+        (Some(_), _) => {
+            // Allowed requests become events only when sampled (error diffusion: exactly the
+            // configured fraction, no randomness).
+            let st = &mut ctx.state;
+            st.sample_acc = st.sample_acc.saturating_add(cfg.events.sample_allowed_ppm);
+            if st.sample_acc < 1_000_000 {
+                return Step::Done(d);
+            }
+            st.sample_acc -= 1_000_000;
+            crate::events::Kind::Allowed
+        }
+        (None, Some(Reason::RateLimited)) => crate::events::Kind::RateLimited,
+        (None, _) => crate::events::Kind::Denied,
+    };
+    let mut e = request_event(cfg, req, kind, ctx.now_ms);
+    if let Some((client, subject, auth)) = allowed {
+        e.client = client;
+        e.subject = subject;
+        e.auth = auth;
+    }
+    if let Some(r) = d.reason {
+        e.reason = Some(r.code());
+    }
+    e.status = Some(match &d.action {
+        Action::Reply(r) => r.status,
+        Action::Continue(_) => 200,
+    });
+    d.events.insert(0, e);
+    Step::Done(d)
+}
+
+/// A `dependency_down` event.
+pub fn dependency_down(dependency: &str, now_ms: u64) -> crate::events::Event {
+    let mut e = crate::events::Event::new(crate::events::Kind::DependencyDown, now_ms);
+    e.extra.push(("dependency", serde_json::json!(dependency)));
+    e
+}
+
+/// An event about this request: time, route, method, canonical path (no query), source,
+/// request id.
+pub(crate) fn request_event(
+    cfg: &Config,
+    req: &RequestView,
+    kind: crate::events::Kind,
+    now_ms: u64,
+) -> crate::events::Event {
+    let mut e = crate::events::Event::new(kind, now_ms);
+    e.route = match policy::route(cfg, req) {
+        policy::Matched::Route(i, r) => Some(r.name.clone().unwrap_or_else(|| i.to_string())),
+        policy::Matched::Default(_) => None,
+    };
+    e.method = Some(req.method.clone());
+    e.path = Some(req.path_only().to_string());
+    e.source = req.source.as_deref().map(|s| ratelimit::client_ip(s).to_string());
+    e.request_id = req.header_values("x-request-id").next().flatten().map(str::to_string);
+    e
+}
+
 fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: Vec<Counter>) -> Decision {
     match evaluated {
         Ok(a) => {

@@ -415,3 +415,74 @@ fn a_jwt_with_only_introspection_is_refused_as_invalid_or_introspected_when_aske
     let d = done(w.advance(p, Input::Reply(&reply(200, r#"{"active":false}"#))));
     assert_eq!(d.reason, Some(Reason::TokenInactive), "a revoked JWT access token is refused");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+#[test]
+fn decisions_become_events_without_secrets() {
+    let mut doc = introspection_doc();
+    doc["events"] = json!({"log": true, "sample_allowed": 0.5,
+        "sinks": {"siem": {"cluster": "siem", "path": "/ingest"}}});
+    doc["routes"] = json!([{"name": "orders", "match": {"prefix": "/orders"}, "requires": {"any": ["introspection"]}}]);
+    let mut w = World::new(doc);
+    let mut r = bearer("opaque-token-ev");
+    r.headers.push(("x-request-id".into(), Some("req-1".into())));
+    let (_, p) = http(w.start(r));
+    let d = done(w.advance(p, Input::Reply(&reply(200, r#"{"active":false}"#))));
+    assert_eq!(d.events.len(), 1);
+    let e = d.events[0].to_json();
+    assert_eq!(e["kind"], "denied");
+    assert_eq!(e["reason"], "token_inactive");
+    assert_eq!(e["status"], 401);
+    assert_eq!(e["route"], "orders");
+    assert_eq!((e["method"].as_str(), e["path"].as_str()), (Some("GET"), Some("/orders")));
+    assert_eq!((e["source"].as_str(), e["request_id"].as_str()), (Some("10.0.0.1"), Some("req-1")));
+    assert!(!e.to_string().contains("opaque-token-ev"), "never the token: {e}");
+    // Allowed requests: exactly the sampled fraction (0.5 → every second one).
+    let mut sampled = 0;
+    for i in 0..4 {
+        let token = format!("opaque-allowed-{i}");
+        let (_, p) = http(w.start(bearer(&token)));
+        let d = done(w.advance(p, Input::Reply(&reply(200, r#"{"active":true,"client_id":"app","sub":"alice"}"#))));
+        assert_eq!(status(&d), 200);
+        if let Some(e) = d.events.first() {
+            let e = e.to_json();
+            assert_eq!(
+                (e["kind"].as_str(), e["client"].as_str(), e["subject"].as_str()),
+                (Some("allowed"), Some("app"), Some("alice"))
+            );
+            assert_eq!(e["auth"], "introspection");
+            sampled += 1;
+        }
+    }
+    assert_eq!(sampled, 2);
+    // A failed dependency is its own event.
+    let (_, p) = http(w.start(bearer("opaque-down")));
+    let d = done(w.advance(p, Input::Reply(&Reply::default())));
+    let kinds: Vec<String> = d.events.iter().map(|e| e.to_json()["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, vec!["denied", "dependency_down"]);
+    assert_eq!(d.events[1].to_json()["dependency"], "introspection");
+}
+
+#[test]
+fn logins_become_events_with_the_username_and_never_the_password() {
+    let mut doc = grant_doc(64);
+    doc["events"] = json!({"sinks": {"siem": {"cluster": "siem", "path": "/ingest"}}});
+    let mut w = World::new(doc);
+    let step = login(&mut w, "Alice", "s3cret-pw", "10.0.0.1:1");
+    let d = done(answer(&mut w, step, &[(401, "{}"), (401, "{}")]));
+    let e = d.events[0].to_json();
+    assert_eq!((e["kind"].as_str(), e["username"].as_str()), (Some("login_failed"), Some("alice")));
+    assert!(!e.to_string().contains("s3cret-pw"));
+    let step = login(&mut w, "bob", "pw", "10.0.0.1:1");
+    let step = answer(&mut w, step, &[(200, "{}")]);
+    let (_, p) = http(step);
+    let d = done(w.advance(p, Input::Reply(&reply(200, r#"{"access_token":"t"}"#))));
+    let e = d.events[0].to_json();
+    assert_eq!(
+        (e["kind"].as_str(), e["username"].as_str(), e["backend"].as_str()),
+        (Some("login_succeeded"), Some("bob"), Some("ldap"))
+    );
+    assert!(!e.to_string().contains("\"t\""), "never the issued token");
+}

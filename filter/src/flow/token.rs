@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::callout::Reply;
 use crate::config::GrantMode;
 use crate::crypto::Path;
+use crate::events::{Event, Kind};
 use crate::flow::{self, Action, Ctx, Decision, Input, Outbound, Pending, Step};
 use crate::password::lockout::{self, Recorded, Status};
 use crate::password::{self, Chain, ChainStep, GrantError, PasswordRequest};
@@ -37,6 +38,8 @@ pub struct TokenPending {
     request: RequestView,
     counters: Vec<Counter>,
     stage: Stage,
+    /// Events decided before the last callout (a login accepted before the relay).
+    events: Vec<Event>,
 }
 
 /// Where a token request stands.
@@ -50,7 +53,7 @@ enum Stage {
     Relay,
 }
 
-fn done(action: Action, counters: Vec<Counter>, events: Vec<String>, errors: Vec<String>) -> Step {
+fn done(action: Action, counters: Vec<Counter>, events: Vec<Event>, errors: Vec<String>) -> Step {
     Step::Done(Decision { action, reason: None, client: None, counters, events, errors })
 }
 
@@ -123,8 +126,12 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
         // password grant by a lenient token server without our check.
         return Some(reply(password::invalid_request(), Counter::GrantInvalidRequest));
     }
-    let pending =
-        TokenPending { request: req.clone(), counters: vec![Counter::Requests], stage: Stage::Body { content_type } };
+    let pending = TokenPending {
+        request: req.clone(),
+        counters: vec![Counter::Requests],
+        stage: Stage::Body { content_type },
+        events: Vec::new(),
+    };
     let hold = matches!(pg.mode, GrantMode::Forward { relay: None, .. });
     Some(Step::ReadBody {
         max: pg.max_body_bytes,
@@ -136,7 +143,7 @@ pub fn on_headers(ctx: &mut Ctx, req: &RequestView) -> Option<Step> {
 
 /// Continues a token request with what it waited for.
 pub(super) fn advance(ctx: &mut Ctx, p: TokenPending, input: Input) -> Step {
-    let TokenPending { request, counters, stage } = p;
+    let TokenPending { request, counters, stage, events } = p;
     match (stage, input) {
         (Stage::Body { content_type }, Input::Body(body)) => with_body(ctx, request, content_type, body),
         (Stage::Body { .. }, Input::BodyTooLarge) => reply(password::payload_too_large(), Counter::GrantInvalidRequest),
@@ -144,7 +151,7 @@ pub(super) fn advance(ctx: &mut Ctx, p: TokenPending, input: Input) -> Step {
             let next = chain.on_answer(password::classify(r));
             next_step(ctx, request, Backends { body, content_type, login, chain }, next)
         }
-        (Stage::Relay, Input::Reply(r)) => relay(r, counters),
+        (Stage::Relay, Input::Reply(r)) => relay(r, counters, events),
         // An input this stage never asks for: a host bug, refused rather than guessed.
         _ => reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
     }
@@ -172,7 +179,7 @@ fn with_body(ctx: &mut Ctx, request: RequestView, content_type: String, body: &[
             if let GrantMode::Forward { relay: Some(endpoint), .. } = &pg.mode {
                 // Relay mode answers every token request itself (so the token path can be a
                 // direct_response route and the token server sees only what Portcullis sends).
-                return relay_step(request, endpoint, body, &content_type, vec![], Counter::GrantPassThrough);
+                return relay_step(request, endpoint, body, &content_type, vec![], Counter::GrantPassThrough, vec![]);
             }
             // The early mutations (owned headers, canonical path) went on with the headers.
             let m = flow::Mutations::default();
@@ -212,17 +219,24 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
         ChainStep::Ask(_) => match chain.next_callout(&body, &content_type) {
             Some(callout) => {
                 let stage = Stage::Backends { body, content_type, login, chain };
-                let p = TokenPending { request: req, counters: vec![Counter::Requests], stage };
+                let p = TokenPending { request: req, counters: vec![Counter::Requests], stage, events: Vec::new() };
                 Step::Dispatch(Outbound::Http(callout), Pending::Token(Box::new(p)))
             }
             None => reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
         },
-        ChainStep::Unavailable => done(
-            Action::Reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
-            vec![Counter::Requests, Counter::GrantUnavailable],
-            vec![],
-            failure_logs,
-        ),
+        ChainStep::Unavailable => {
+            let events = if ctx.cfg.events.enabled() {
+                vec![flow::dependency_down("identity_backend", ctx.now_ms)]
+            } else {
+                vec![]
+            };
+            done(
+                Action::Reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
+                vec![Counter::Requests, Counter::GrantUnavailable],
+                events,
+                failure_logs,
+            )
+        }
         ChainStep::Rejected => {
             let mut counters = vec![Counter::Requests, Counter::GrantRejected];
             let mut events = Vec::new();
@@ -236,13 +250,16 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
                         ctx.now_ms,
                     ) {
                         counters.push(Counter::GrantLockoutEngaged);
-                        events.push(lockout_event(&ctx.state.salt, &subject, retry_after_ms));
+                        events.push(lockout_event(&ctx.state.salt, &subject, retry_after_ms, ctx.now_ms));
                     }
                 }
             }
+            events.extend(login_event(ctx, &req, Kind::LoginFailed, &request.username, None));
             done(Action::Reply(password::invalid_grant()), counters, events, failure_logs)
         }
         ChainStep::Accepted { backend, extra_info } => {
+            let accepted: Vec<Event> =
+                login_event(ctx, &req, Kind::LoginSucceeded, &request.username, Some(&backend)).into_iter().collect();
             if let Some(policy) = &pg.lockout {
                 lockout::record_success(
                     &Scoped::new(ctx.store, &pg.lockout_ns.users),
@@ -262,14 +279,14 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
                         None => done(
                             Action::Continue(flow::Mutations { set: identity, ..flow::Mutations::default() }),
                             vec![Counter::Requests, Counter::GrantAccepted],
-                            vec![],
+                            accepted,
                             failure_logs,
                         ),
                         // The headers went on before the body was read, so identity headers
                         // cannot be added to that request: Portcullis sends the token request
                         // itself and relays the answer (pair with a direct_response route).
                         Some(endpoint) => {
-                            relay_step(req, endpoint, &body, &content_type, identity, Counter::GrantAccepted)
+                            relay_step(req, endpoint, &body, &content_type, identity, Counter::GrantAccepted, accepted)
                         }
                     }
                 }
@@ -290,7 +307,7 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
                             done(
                                 Action::Reply(password::token_response(&token, issuer.lifetime_s)),
                                 vec![Counter::Requests, Counter::GrantAccepted, via],
-                                vec![],
+                                accepted,
                                 failure_logs,
                             )
                         }
@@ -316,6 +333,7 @@ fn relay_step(
     content_type: &str,
     extra: Vec<(String, String)>,
     counter: Counter,
+    events: Vec<Event>,
 ) -> Step {
     let mut callout = password::backend_request(endpoint, body, content_type);
     callout.headers.retain(|(k, _)| k != "accept");
@@ -325,7 +343,7 @@ fn relay_step(
         }
     }
     callout.headers.extend(extra);
-    let p = TokenPending { request: req, counters: vec![Counter::Requests, counter], stage: Stage::Relay };
+    let p = TokenPending { request: req, counters: vec![Counter::Requests, counter], stage: Stage::Relay, events };
     Step::Dispatch(Outbound::Http(callout), Pending::Token(Box::new(p)))
 }
 
@@ -337,14 +355,14 @@ const RELAYED_REQUEST_HEADERS: [&str; 4] = ["authorization", "accept", "user-age
 const RELAYED_RESPONSE_HEADERS: [&str; 4] = ["content-type", "cache-control", "pragma", "www-authenticate"];
 
 /// The token server's answer, relayed to the client; 503 when it did not answer.
-fn relay(r: &Reply, mut counters: Vec<Counter>) -> Step {
+fn relay(r: &Reply, mut counters: Vec<Counter>, events: Vec<Event>) -> Step {
     let Some(status) = r.status else {
         counters.retain(|c| *c != Counter::GrantAccepted);
         counters.push(Counter::GrantUnavailable);
         return done(
             Action::Reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
             counters,
-            vec![],
+            events,
             vec!["password grant: the token server did not answer".into()],
         );
     };
@@ -354,7 +372,7 @@ fn relay(r: &Reply, mut counters: Vec<Counter>) -> Step {
         .filter(|(k, _)| RELAYED_RESPONSE_HEADERS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    done(Action::Reply(HttpResponse { status, headers, body: r.body.clone() }), counters, vec![], vec![])
+    done(Action::Reply(HttpResponse { status, headers, body: r.body.clone() }), counters, events, vec![])
 }
 
 /// The lockout table of a subject: usernames and addresses each have their own, so a flood of
@@ -376,15 +394,28 @@ fn subjects(request: &PasswordRequest, req: &RequestView) -> Vec<String> {
 /// The lockout event: which kind of subject, a short salted hash (never the username or
 /// address; the per-proxy random salt keeps a dictionary of usernames from reversing it), and
 /// the block length.
-fn lockout_event(salt: &[u8; 16], subject: &str, retry_after_ms: u64) -> String {
+fn lockout_event(salt: &[u8; 16], subject: &str, retry_after_ms: u64, now_ms: u64) -> Event {
     let kind = subject.split(':').next().unwrap_or("subject");
     let digest = Sha256::new().chain_update(salt).chain_update(subject.as_bytes()).finalize();
     let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    serde_json::json!({
-        "event": "lockout",
-        "subject": kind,
-        "subject_hash": hash,
-        "blocked_for_s": retry_after_ms.div_ceil(1000),
-    })
-    .to_string()
+    let mut e = Event::new(Kind::LockedOut, now_ms);
+    e.extra = vec![
+        ("subject_kind", serde_json::json!(kind)),
+        ("subject_hash", serde_json::json!(hash)),
+        ("blocked_for_s", serde_json::json!(retry_after_ms.div_ceil(1000))),
+    ];
+    e
+}
+
+/// A login event (when events are on): the username lower-cased, the accepting backend.
+fn login_event(ctx: &Ctx, req: &RequestView, kind: Kind, username: &str, backend: Option<&str>) -> Option<Event> {
+    if !ctx.cfg.events.enabled() {
+        return None;
+    }
+    let mut e = flow::request_event(ctx.cfg, req, kind, ctx.now_ms);
+    e.username = Some(username.to_lowercase());
+    if let Some(b) = backend {
+        e.extra.push(("backend", serde_json::json!(b)));
+    }
+    Some(e)
 }

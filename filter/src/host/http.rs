@@ -224,9 +224,7 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
     for e in &d.errors {
         log(LogLevel::Error, e);
     }
-    for e in &d.events {
-        log(LogLevel::Info, e);
-    }
+    shared.record_events(&d.events);
     match d.action {
         flow::Action::Continue(m) => {
             if !mutate(&m) {

@@ -14,6 +14,8 @@ use super::native::{HostSigner, HostVerifier};
 use super::store::HostStore;
 use super::{dispatch, log, read_reply};
 use crate::config::{self, Config};
+use crate::events::queue::{Outcome, Queue};
+use crate::events::{Event, Kind};
 use crate::flow::WorkerState;
 use crate::jwt::keys::{Fetch, Fetched};
 use crate::stats::Counter;
@@ -28,6 +30,8 @@ pub(crate) struct Shared {
     pub requests: Requests,
     /// Counts not yet handed to Envoy (metric id → count).
     pub pending_counts: RefCell<HashMap<u32, u64>>,
+    /// One bounded queue per event sink (this worker's events; flushed by its root's tick).
+    pub sinks: RefCell<Vec<Queue>>,
 }
 
 impl Shared {
@@ -38,6 +42,44 @@ impl Shared {
         for c in counters {
             if let Some(id) = self.metrics.get(c) {
                 *pending.entry(*id).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Counts `n` of one counter.
+    pub fn bump_n(&self, counter: Counter, n: u64) {
+        if let Some(id) = self.metrics.get(&counter) {
+            let mut pending = self.pending_counts.borrow_mut();
+            let c = pending.entry(*id).or_insert(0);
+            *c = c.saturating_add(n);
+        }
+    }
+
+    /// Logs events (every one with `events.log`; lockouts always) and queues them for the
+    /// sinks that take their kind. Never a request's critical path beyond a queue push.
+    pub fn record_events(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let ev = &self.cfg.events;
+        let mut sinks = self.sinks.borrow_mut();
+        for e in events {
+            let kind = e.kind();
+            let takers: Vec<usize> =
+                ev.sinks.iter().enumerate().filter(|(_, s)| s.kinds.contains(&kind)).map(|(i, _)| i).collect();
+            if !(ev.log || kind == Kind::LockedOut || !takers.is_empty()) {
+                continue;
+            }
+            let json = e.to_json().to_string();
+            if ev.log || kind == Kind::LockedOut {
+                log(LogLevel::Info, &json);
+            }
+            for i in takers {
+                if let Some(q) = sinks.get_mut(i) {
+                    if q.push(json.clone()) {
+                        self.bump(&[Counter::EventsDroppedOverflow]);
+                    }
+                }
             }
         }
     }
@@ -73,6 +115,8 @@ pub(crate) struct Root {
     id: u32,
     shared: Option<Rc<Shared>>,
     fetches: HashMap<u32, Fetch>,
+    /// Event batches in flight: callout token → sink index.
+    sink_calls: HashMap<u32, usize>,
 }
 
 impl Root {
@@ -82,6 +126,62 @@ impl Root {
 }
 
 impl Root {
+    /// Sends every sink's due batch (one in flight per sink).
+    fn flush_sinks(&mut self, shared: &Rc<Shared>) {
+        let now = super::http::clock();
+        for (i, sink) in shared.cfg.events.sinks.iter().enumerate() {
+            let body = shared.sinks.borrow_mut().get_mut(i).and_then(|q| q.due(now));
+            if let Some(body) = body {
+                self.send_batch(shared, i, sink, body);
+            }
+        }
+    }
+
+    fn send_batch(&mut self, shared: &Rc<Shared>, i: usize, sink: &crate::config::Sink, body: String) {
+        let mut callout = crate::callout::Callout {
+            cluster: sink.endpoint.cluster.clone(),
+            method: "POST".into(),
+            authority: sink.endpoint.authority.clone(),
+            path: sink.endpoint.path.clone(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(body.into_bytes()),
+            timeout_ms: sink.endpoint.timeout_ms,
+        };
+        callout.headers.extend(sink.headers.iter().cloned());
+        match dispatch(&callout) {
+            Ok(token) => {
+                self.sink_calls.insert(token, i);
+            }
+            Err(e) => {
+                log(LogLevel::Warn, &format!("event sink {:?}: {e}", sink.name));
+                self.sink_outcome(shared, i, false);
+            }
+        }
+    }
+
+    fn sink_outcome(&mut self, shared: &Rc<Shared>, i: usize, ok: bool) {
+        let outcome = shared.sinks.borrow_mut().get_mut(i).map(|q| q.done(ok));
+        match outcome {
+            Some(Outcome::Sent) => shared.bump(&[Counter::EventsBatchesSent]),
+            Some(Outcome::Retry(body)) => {
+                if let Some(sink) = shared.cfg.events.sinks.get(i) {
+                    let sink = sink.clone();
+                    self.send_batch(shared, i, &sink, body);
+                }
+            }
+            Some(Outcome::Dropped(n)) => {
+                shared.bump_n(Counter::EventsDroppedFailed, n);
+                if let Some(sink) = shared.cfg.events.sinks.get(i) {
+                    log(
+                        LogLevel::Warn,
+                        &format!("event sink {:?}: a batch of {n} events failed twice and was dropped", sink.name),
+                    );
+                }
+            }
+            Some(Outcome::Idle) | None => {}
+        }
+    }
+
     fn start_fetches(&mut self) {
         let Some(shared) = self.shared.clone() else { return };
         let due = {
@@ -128,6 +228,7 @@ impl Root {
             Fetched::Next(next) => self.start(shared, next),
             Fetched::Failed(why) => {
                 shared.bump(&[Counter::JwksFetchFailed]);
+                shared.record_events(&[crate::flow::dependency_down(&format!("jwks:{name}"), super::http::clock())]);
                 log(
                     LogLevel::Warn,
                     &format!("provider {name:?}: key set fetch failed: {why}; keeping the last good set if any"),
@@ -141,6 +242,11 @@ impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         let Some(shared) = self.shared.clone() else { return };
         let reply = read_reply(body_size);
+        if let Some(i) = self.sink_calls.remove(&token_id) {
+            let ok = reply.status.is_some_and(|s| (200..300).contains(&s));
+            self.sink_outcome(&shared, i, ok);
+            return;
+        }
         match self.fetches.remove(&token_id) {
             Some(f) => self.finish(&shared, &f, &reply),
             // A request woken on the tick dispatched this callout from the root context.
@@ -183,6 +289,8 @@ impl RootContext for Root {
             }
         }
         // Requests can park behind an introspection or a provider's first key-set fetch.
+        let sinks: Vec<Queue> =
+            cfg.events.sinks.iter().map(|s| Queue::new(s.queue_max, s.batch_max, s.flush_interval_ms)).collect();
         let parking = cfg.introspection.is_some()
             || cfg.providers.iter().any(|p| !matches!(p.keys, crate::config::KeySource::Local(_)));
         let mut worker = WorkerState::new(&cfg);
@@ -198,6 +306,7 @@ impl RootContext for Root {
             signer: HostSigner::default(),
             requests: Requests::default(),
             pending_counts: RefCell::new(HashMap::new()),
+            sinks: RefCell::new(sinks),
         }));
         // The tick flushes stats (every 100 ms), keeps remote key sets fresh (callouts cannot
         // start inside on_configure: the cluster manager answers BadArgument, so the first
@@ -213,6 +322,7 @@ impl RootContext for Root {
         if let Some(shared) = self.shared.clone() {
             super::http::poll_parked(&shared);
             shared.flush();
+            self.flush_sinks(&shared);
         }
         self.start_fetches();
     }
