@@ -77,13 +77,17 @@ pub enum Reason {
     /// A certificate-bound token (RFC 8705) without its certificate, or a route requiring
     /// bound tokens met one without `cnf`.
     TokenBinding,
+    /// The credential is on the revocation list (or was revoked by a rule).
+    Revoked,
+    /// The revocation list was never loaded and dependencies fail closed.
+    RevocationUnavailable,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 34] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -115,6 +119,8 @@ impl Reason {
         Reason::PolicyDenied,
         Reason::MtlsRequired,
         Reason::TokenBinding,
+        Reason::Revoked,
+        Reason::RevocationUnavailable,
         Reason::Internal,
     ];
 
@@ -152,6 +158,8 @@ impl Reason {
             Reason::PolicyDenied => "policy_denied",
             Reason::MtlsRequired => "mtls_required",
             Reason::TokenBinding => "token_binding",
+            Reason::Revoked => "revoked",
+            Reason::RevocationUnavailable => "revocation_unavailable",
             Reason::Internal => "internal",
         }
     }
@@ -163,7 +171,10 @@ impl Reason {
             Reason::MalformedRequest | Reason::MultipleCredentials | Reason::NonCanonicalRequest => 400,
             Reason::InsufficientScope | Reason::PolicyDenied | Reason::MtlsRequired => 403,
             Reason::RateLimited => 429,
-            Reason::KeysUnavailable | Reason::RateLimitUnavailable | Reason::IntrospectionUnavailable => 503,
+            Reason::KeysUnavailable
+            | Reason::RateLimitUnavailable
+            | Reason::IntrospectionUnavailable
+            | Reason::RevocationUnavailable => 503,
             Reason::Internal => 500,
             _ => 401,
         }
@@ -205,7 +216,9 @@ impl Reason {
             Reason::RateLimited => "Too many requests",
             Reason::KeysUnavailable => "Authentication temporarily unavailable",
             Reason::RateLimitUnavailable => "Rate limiting temporarily unavailable",
-            Reason::IntrospectionUnavailable => "Authentication temporarily unavailable",
+            Reason::IntrospectionUnavailable | Reason::RevocationUnavailable => {
+                "Authentication temporarily unavailable"
+            }
             Reason::Internal => "Internal error",
             _ => "Invalid token",
         }
@@ -247,6 +260,8 @@ impl Reason {
             Reason::PolicyDenied => "The credential is valid, but this request is not allowed for it.",
             Reason::MtlsRequired => "This resource requires a client certificate.",
             Reason::TokenBinding => "The access token is bound to a client certificate this connection did not present.",
+            Reason::Revoked => "The credential has been revoked.",
+            Reason::RevocationUnavailable => "Credentials cannot be checked right now; retry later.",
             Reason::Internal => "The request could not be evaluated.",
         }
     }

@@ -53,6 +53,11 @@ pub enum Counter {
     EventsBatchesSent,
     EventsDroppedOverflow,
     EventsDroppedFailed,
+    /// Revocation list polls: a new list published, not modified, failed (the last good list
+    /// stays in force).
+    RevocationPublished,
+    RevocationNotModified,
+    RevocationPollFailed,
 }
 
 impl Counter {
@@ -87,6 +92,9 @@ impl Counter {
             Counter::EventsBatchesSent,
             Counter::EventsDroppedOverflow,
             Counter::EventsDroppedFailed,
+            Counter::RevocationPublished,
+            Counter::RevocationNotModified,
+            Counter::RevocationPollFailed,
         ];
         for r in Reason::ALL {
             v.push(Counter::Denied(r));
@@ -128,6 +136,9 @@ impl Counter {
             Counter::EventsBatchesSent => "portcullis.events.batches_sent".into(),
             Counter::EventsDroppedOverflow => "portcullis.events.dropped_overflow".into(),
             Counter::EventsDroppedFailed => "portcullis.events.dropped_failed".into(),
+            Counter::RevocationPublished => "portcullis.revocation.published".into(),
+            Counter::RevocationNotModified => "portcullis.revocation.not_modified".into(),
+            Counter::RevocationPollFailed => "portcullis.revocation.poll_failed".into(),
         }
     }
 }

@@ -3,6 +3,30 @@
 use super::*;
 use crate::events::Kind;
 
+pub(crate) fn validate_revocation(r: &RawRevocation) -> Result<Revocation, ConfigError> {
+    let timeout_ms = validate_endpoint("revocation.endpoint", &r.endpoint)?;
+    let poll_interval_ms = positive_dur("revocation.poll_interval", r.poll_interval.as_deref(), 10_000)?;
+    if poll_interval_ms < 1000 {
+        return err("revocation.poll_interval", "must be at least 1s");
+    }
+    let max_entries = match r.max_entries {
+        None => 100_000,
+        Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+        Some(_) => return err("revocation.max_entries", "must be between 1 and 1000000"),
+    };
+    let e = &r.endpoint;
+    let ns = crate::store::Namespace::of("revocation", &[&e.cluster, &e.authority, &e.path]);
+    let endpoint = Backend {
+        name: "revocation".into(),
+        cluster: e.cluster.clone(),
+        authority: e.authority.clone(),
+        path: e.path.clone(),
+        timeout_ms,
+        registered_at: 0,
+    };
+    Ok(Revocation { endpoint, poll_interval_ms, max_entries, ns })
+}
+
 pub(crate) fn validate_events(ev: &RawEvents, env: &dyn Fn(&str) -> Option<String>) -> Result<Events, ConfigError> {
     let sample_allowed_ppm = match ev.sample_allowed {
         None => 0,

@@ -31,6 +31,16 @@ pub(crate) struct RawConfig {
     pub(crate) bypass_cors_preflight: bool,
     #[serde(default)]
     pub(crate) rules: Vec<serde_json::Value>,
+    pub(crate) revocation: Option<RawRevocation>,
+}
+
+/// `revocation`: the list to poll.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRevocation {
+    pub(crate) endpoint: RawEndpoint,
+    pub(crate) poll_interval: Option<Duration>,
+    pub(crate) max_entries: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

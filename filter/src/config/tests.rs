@@ -59,7 +59,7 @@ const INVALID: &[(&str, &str)] = &[
         r#"{"modes":"shadow"}"#,
         "modes: unknown field `modes`, expected one of `mode`, `realm`, `providers`, `api_keys`, `introspection`, \
          `password_grant`, `rate_limit`, `routes`, `requires`, `events`, `on_dependency_down`, `crypto`, \
-         `verified_token_cache_size`, `bypass_cors_preflight`, `rules`",
+         `verified_token_cache_size`, `bypass_cors_preflight`, `rules`, `revocation`",
     ),
     (
         r#"{"providers":{"corp":{"issuer":"https://idp.example.com","audience":["x"]}}}"#,

@@ -279,6 +279,8 @@ pub struct Config {
     pub bypass_cors_preflight: bool,
     /// `events`: logging and sinks.
     pub events: Events,
+    /// `revocation`: the polled revocation list.
+    pub revocation: Option<Revocation>,
     pub realm: String,
     pub providers: Vec<Provider>,
     pub api_keys: Option<ApiKeys>,
@@ -397,4 +399,14 @@ pub struct Sink {
     pub flush_interval_ms: u64,
     pub queue_max: usize,
     pub kinds: Vec<crate::events::Kind>,
+}
+
+/// Validated `revocation`.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub endpoint: Backend,
+    pub poll_interval_ms: u64,
+    pub max_entries: usize,
+    /// Shared-data namespace of the list's records (the endpoint).
+    pub ns: crate::store::Namespace,
 }

@@ -139,6 +139,10 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         None => Events::default(),
         Some(ev) => super::events::validate_events(ev, env)?,
     };
+    let revocation = match &raw.revocation {
+        None => None,
+        Some(r) => Some(super::events::validate_revocation(r)?),
+    };
     if !raw.rules.is_empty() {
         return err("rules", "trigger rules are not available in this build yet (see README \"Status\")");
     }
@@ -334,6 +338,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         mode,
         bypass_cors_preflight: raw.bypass_cors_preflight,
         events,
+        revocation,
         realm,
         providers,
         api_keys,

@@ -7,6 +7,7 @@
 //! bounded batching queue. The host moves batches; rules read events in `events::rules`.
 
 pub mod queue;
+pub mod revocation;
 
 use serde_json::{json, Map, Value};
 

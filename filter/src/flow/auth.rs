@@ -104,6 +104,28 @@ pub(super) fn evaluate(
             && if all { identities.len() + 1 == methods.len() } else { methods.iter().all(|m| *m == Method::Mtls) };
         return Ok(Err(reject(if only_mtls { Reason::MtlsRequired } else { Reason::MissingCredentials })));
     }
+    // The revocation list: every credential, cached ones included (O(1) lookups).
+    if let (Some(rc), false) = (&cfg.revocation, identities.is_empty()) {
+        if ctx.state.revocation.is_none() {
+            if let Some((v, list)) = crate::events::revocation::sync(ctx.store, &rc.ns, 0, rc.max_entries) {
+                ctx.state.revocation = Some(Rc::new(list));
+                ctx.state.revocation_version = v;
+            }
+        }
+        match &ctx.state.revocation {
+            Some(list) if super::authorize::revoked(list, &identities, ctx.now_ms / 1000) => {
+                return Ok(Err(reject(Reason::Revoked)));
+            }
+            Some(_) => {}
+            None if !progress.revocation_gave_up => return Err(Need::FirstRevocation),
+            None if cfg.on_dependency_down == DependencyDown::FailClosed => {
+                let mut rej = reject(Reason::RevocationUnavailable);
+                rej.retry_after = Some(response::DEFAULT_RETRY_AFTER);
+                return Ok(Err(rej));
+            }
+            None => {}
+        }
+    }
     // Certificate-bound tokens (RFC 8705 §3): always checked; a route may require them.
     let route = match matched {
         policy::Matched::Route(_, r) => Some(r),

@@ -59,6 +59,27 @@ pub(super) fn check_binding(peer: &dyn Peer, identities: &[Identity], required: 
     None
 }
 
+/// True when any identity's credential is on the revocation list.
+pub(super) fn revoked(list: &crate::events::revocation::List, identities: &[Identity], now_s: u64) -> bool {
+    use sha2::{Digest, Sha256};
+    identities.iter().any(|id| {
+        if let Some(c) = claims_of(id) {
+            if list.token_revoked(c, now_s) {
+                return true;
+            }
+        }
+        if id.client_id.as_deref().is_some_and(|c| list.client_revoked(c, now_s)) {
+            return true;
+        }
+        id.method == Method::ApiKey
+            && list.has_api_keys()
+            && id
+                .found
+                .as_ref()
+                .is_some_and(|f| list.api_key_revoked(&Sha256::digest(f.value.as_bytes()).into(), now_s))
+    })
+}
+
 /// What `when` conditions read, computed only for the keys a route asks about.
 pub(super) struct Facts<'a> {
     pub cfg: &'a Config,

@@ -76,6 +76,9 @@ pub struct WorkerState {
     pub salt: [u8; 16],
     /// Sampling of allowed requests: accumulated parts per million.
     pub sample_acc: u32,
+    /// The revocation list in force on this worker, and its published version.
+    pub revocation: Option<Rc<crate::events::revocation::List>>,
+    pub revocation_version: u64,
     /// Tokens issued by this worker so far.
     pub issued: u64,
 }
@@ -89,6 +92,8 @@ impl WorkerState {
             seed: 0,
             salt: [0; 16],
             sample_acc: 0,
+            revocation: None,
+            revocation_version: 0,
             issued: 0,
         }
     }
@@ -220,6 +225,10 @@ pub(crate) struct Progress {
     keys_since_ms: Option<u64>,
     /// The first key set did not come in time (or its fetch failed): answer 503.
     keys_gave_up: bool,
+    /// Since when this request waits for the first revocation list.
+    revocation_since_ms: Option<u64>,
+    /// The first revocation list did not come in time: `on_dependency_down` decides.
+    revocation_gave_up: bool,
 }
 
 /// Why evaluation must pause.
@@ -227,6 +236,8 @@ enum Need {
     Refresh(usize),
     /// The provider's first key set (nothing fetched yet on this worker).
     FirstKeys(usize),
+    /// The first revocation list (nothing published yet).
+    FirstRevocation,
     Global(GlobalCall),
     Introspect(Box<Callout>),
     Peer,
@@ -472,6 +483,17 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
                 // Timed out, or the fetch ended without a set: 503 with Retry-After.
                 progress.keys_gave_up = true;
             }
+            Err(Need::FirstRevocation) => {
+                // The root polls the list on its first tick; wait for it, bounded by the
+                // endpoint's timeout (and a tick).
+                let since = *progress.revocation_since_ms.get_or_insert(ctx.now_ms);
+                let bound = ctx.cfg.revocation.as_ref().map_or(0, |r| r.endpoint.timeout_ms.saturating_add(500));
+                if ctx.now_ms.saturating_sub(since) <= bound {
+                    let p = AuthPending { request: req, wait: AuthWait::FirstKeys, counters, progress };
+                    return Step::Park(Pending::Auth(Box::new(p)));
+                }
+                progress.revocation_gave_up = true;
+            }
         }
     }
     let rej = Rejection::new(Reason::Internal, Challenges::default());
@@ -511,6 +533,7 @@ fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Ve
             crate::events::Kind::Allowed
         }
         (None, Some(Reason::RateLimited)) => crate::events::Kind::RateLimited,
+        (None, Some(Reason::Revoked)) => crate::events::Kind::RevokedUsed,
         (None, _) => crate::events::Kind::Denied,
     };
     let mut e = request_event(cfg, req, kind, ctx.now_ms);

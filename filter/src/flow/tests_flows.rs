@@ -486,3 +486,74 @@ fn logins_become_events_with_the_username_and_never_the_password() {
     );
     assert!(!e.to_string().contains("\"t\""), "never the issued token");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Revocation
+
+fn publish(w: &World, body: &str) {
+    let rc = w.cfg.revocation.as_ref().unwrap();
+    let src = crate::events::revocation::Source {
+        cluster: "idp",
+        authority: "idp",
+        path: "/revocations",
+        timeout_ms: 1000,
+        poll_interval_ms: rc.poll_interval_ms,
+        ns: &rc.ns,
+    };
+    let r = Reply { status: Some(200), headers: vec![], body: body.as_bytes().to_vec() };
+    assert!(matches!(
+        crate::events::revocation::on_answer(&w.store, &src, &r, 100),
+        crate::events::revocation::Polled::Published(_)
+    ));
+}
+
+#[test]
+fn revoked_credentials_are_refused_even_from_the_cache_and_the_first_list_is_waited_for() {
+    let mut doc = introspection_doc();
+    doc["revocation"] = json!({"endpoint": {"cluster": "idp", "authority": "idp", "path": "/revocations"}});
+    doc["events"] = json!({"sinks": {"siem": {"cluster": "siem", "path": "/ingest"}}});
+    let mut w = World::new(doc);
+    // Before the first list: the request waits (parked) ...
+    let (_, p) = http(w.start(bearer("opaque-rev-1")));
+    let Step::Park(p) =
+        w.advance(p, Input::Reply(&reply(200, r#"{"active":true,"sub":"alice","jti":"j-1","iat":100}"#)))
+    else {
+        panic!("waits for the first revocation list")
+    };
+    // ... and goes on once a list is published.
+    publish(&w, r#"{"revoked":[]}"#);
+    let d = done(w.advance(p, Input::Tick));
+    assert_eq!(status(&d), 200);
+    // A list naming the token's jti: refused, though the answer is cached.
+    publish(&w, r#"{"revoked":[{"jti":"j-1"}]}"#);
+    w.state.revocation = None; // the tick would sync it; a request syncs when it has none
+    let d = done(w.start(bearer("opaque-rev-1")));
+    assert_eq!((status(&d), d.reason), (401, Some(Reason::Revoked)));
+    assert_eq!(d.events[0].to_json()["kind"], "revoked_used");
+    // "Log out everywhere": every token of the subject issued before iat_before.
+    publish(&w, r#"{"revoked":[{"sub":"alice","iat_before":101}]}"#);
+    w.state.revocation = None;
+    assert_eq!(done(w.start(bearer("opaque-rev-1"))).reason, Some(Reason::Revoked));
+    publish(&w, r#"{"revoked":[{"sub":"alice","iat_before":100}]}"#);
+    w.state.revocation = None;
+    assert_eq!(status(&done(w.start(bearer("opaque-rev-1")))), 200, "issued at iat_before: not revoked");
+}
+
+#[test]
+fn without_a_first_list_dependencies_decide() {
+    let mut doc = introspection_doc();
+    doc["revocation"] =
+        json!({"endpoint": {"cluster": "idp", "authority": "idp", "path": "/revocations", "timeout": "1s"}});
+    let mut w = World::new(doc.clone());
+    let (_, p) = http(w.start(bearer("opaque-rev-2")));
+    let Step::Park(p) = w.advance(p, Input::Reply(&reply(200, r#"{"active":true,"sub":"bob"}"#))) else { panic!() };
+    w.now_ms += 2_000;
+    let d = done(w.advance(p, Input::Tick));
+    assert_eq!((status(&d), d.reason), (503, Some(Reason::RevocationUnavailable)));
+    doc["on_dependency_down"] = json!("anonymous");
+    let mut w = World::new(doc);
+    let (_, p) = http(w.start(bearer("opaque-rev-3")));
+    let Step::Park(p) = w.advance(p, Input::Reply(&reply(200, r#"{"active":true,"sub":"bob"}"#))) else { panic!() };
+    w.now_ms += 2_000;
+    assert_eq!(status(&done(w.advance(p, Input::Tick))), 200, "anonymous: the list is treated as empty");
+}

@@ -117,6 +117,8 @@ pub(crate) struct Root {
     fetches: HashMap<u32, Fetch>,
     /// Event batches in flight: callout token → sink index.
     sink_calls: HashMap<u32, usize>,
+    /// The revocation poll in flight, if any.
+    revocation_call: Option<u32>,
 }
 
 impl Root {
@@ -126,6 +128,60 @@ impl Root {
 }
 
 impl Root {
+    fn revocation_source(rc: &crate::config::Revocation) -> crate::events::revocation::Source<'_> {
+        crate::events::revocation::Source {
+            cluster: &rc.endpoint.cluster,
+            authority: &rc.endpoint.authority,
+            path: &rc.endpoint.path,
+            timeout_ms: rc.endpoint.timeout_ms,
+            poll_interval_ms: rc.poll_interval_ms,
+            ns: &rc.ns,
+        }
+    }
+
+    /// The revocation list: poll it when this worker holds the proxy's poll slot, and pick up
+    /// whatever list another worker published.
+    fn revocation_tick(&mut self, shared: &Rc<Shared>) {
+        let Some(rc) = &shared.cfg.revocation else { return };
+        let now = super::http::clock();
+        if self.revocation_call.is_none() {
+            if let Some(c) = crate::events::revocation::poll_due(&HostStore, &Self::revocation_source(rc), now) {
+                match dispatch(&c) {
+                    Ok(token) => self.revocation_call = Some(token),
+                    Err(e) => {
+                        log(LogLevel::Warn, &format!("revocation list: {e}"));
+                        shared.bump(&[Counter::RevocationPollFailed]);
+                    }
+                }
+            }
+        }
+        let have = shared.state.borrow().revocation_version;
+        if let Some((v, list)) = crate::events::revocation::sync(&HostStore, &rc.ns, have, rc.max_entries) {
+            let mut st = shared.state.borrow_mut();
+            st.revocation = Some(Rc::new(list));
+            st.revocation_version = v;
+        }
+    }
+
+    fn revocation_answer(&mut self, shared: &Rc<Shared>, reply: &crate::callout::Reply) {
+        let Some(rc) = &shared.cfg.revocation else { return };
+        use crate::events::revocation::Polled;
+        match crate::events::revocation::on_answer(&HostStore, &Self::revocation_source(rc), reply, rc.max_entries) {
+            Polled::Published(n) => {
+                shared.bump(&[Counter::RevocationPublished]);
+                log(LogLevel::Info, &format!("revocation list: {n} entries in force"));
+                self.revocation_tick(shared);
+                super::http::poll_parked(shared);
+            }
+            Polled::NotModified => shared.bump(&[Counter::RevocationNotModified]),
+            Polled::Failed(why) => {
+                shared.bump(&[Counter::RevocationPollFailed]);
+                log(LogLevel::Warn, &format!("revocation list poll failed: {why}; the last good list stays in force"));
+                shared.record_events(&[crate::flow::dependency_down("revocation", super::http::clock())]);
+            }
+        }
+    }
+
     /// Sends every sink's due batch (one in flight per sink).
     fn flush_sinks(&mut self, shared: &Rc<Shared>) {
         let now = super::http::clock();
@@ -242,6 +298,11 @@ impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         let Some(shared) = self.shared.clone() else { return };
         let reply = read_reply(body_size);
+        if self.revocation_call == Some(token_id) {
+            self.revocation_call = None;
+            self.revocation_answer(&shared, &reply);
+            return;
+        }
         if let Some(i) = self.sink_calls.remove(&token_id) {
             let ok = reply.status.is_some_and(|s| (200..300).contains(&s));
             self.sink_outcome(&shared, i, ok);
@@ -292,6 +353,7 @@ impl RootContext for Root {
         let sinks: Vec<Queue> =
             cfg.events.sinks.iter().map(|s| Queue::new(s.queue_max, s.batch_max, s.flush_interval_ms)).collect();
         let parking = cfg.introspection.is_some()
+            || cfg.revocation.is_some()
             || cfg.providers.iter().any(|p| !matches!(p.keys, crate::config::KeySource::Local(_)));
         let mut worker = WorkerState::new(&cfg);
         // Uniqueness for token ids this worker issues: its start time and root context id.
@@ -323,6 +385,7 @@ impl RootContext for Root {
             super::http::poll_parked(&shared);
             shared.flush();
             self.flush_sinks(&shared);
+            self.revocation_tick(&shared);
         }
         self.start_fetches();
     }
