@@ -81,13 +81,15 @@ pub enum Reason {
     Revoked,
     /// The revocation list was never loaded and dependencies fail closed.
     RevocationUnavailable,
+    /// A trigger rule blocked the caller (its address, client, subject or username) for a while.
+    Blocked,
     /// An internal invariant failed; the request is refused rather than let through.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for registering one stats counter each at configure time.
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 35] = [
         Reason::MissingCredentials,
         Reason::MalformedRequest,
         Reason::MultipleCredentials,
@@ -121,6 +123,7 @@ impl Reason {
         Reason::TokenBinding,
         Reason::Revoked,
         Reason::RevocationUnavailable,
+        Reason::Blocked,
         Reason::Internal,
     ];
 
@@ -160,6 +163,7 @@ impl Reason {
             Reason::TokenBinding => "token_binding",
             Reason::Revoked => "revoked",
             Reason::RevocationUnavailable => "revocation_unavailable",
+            Reason::Blocked => "blocked",
             Reason::Internal => "internal",
         }
     }
@@ -170,7 +174,7 @@ impl Reason {
             Reason::MissingCredentials => 401,
             Reason::MalformedRequest | Reason::MultipleCredentials | Reason::NonCanonicalRequest => 400,
             Reason::InsufficientScope | Reason::PolicyDenied | Reason::MtlsRequired => 403,
-            Reason::RateLimited => 429,
+            Reason::RateLimited | Reason::Blocked => 429,
             Reason::KeysUnavailable
             | Reason::RateLimitUnavailable
             | Reason::IntrospectionUnavailable
@@ -214,6 +218,7 @@ impl Reason {
             Reason::PolicyDenied => "Access denied by policy",
             Reason::MtlsRequired => "Client certificate required",
             Reason::RateLimited => "Too many requests",
+            Reason::Blocked => "Temporarily blocked",
             Reason::KeysUnavailable => "Authentication temporarily unavailable",
             Reason::RateLimitUnavailable => "Rate limiting temporarily unavailable",
             Reason::IntrospectionUnavailable | Reason::RevocationUnavailable => {
@@ -261,6 +266,7 @@ impl Reason {
             Reason::MtlsRequired => "This resource requires a client certificate.",
             Reason::TokenBinding => "The access token is bound to a client certificate this connection did not present.",
             Reason::Revoked => "The credential has been revoked.",
+            Reason::Blocked => "Requests from this caller are blocked for a while; retry later.",
             Reason::RevocationUnavailable => "Credentials cannot be checked right now; retry later.",
             Reason::Internal => "The request could not be evaluated.",
         }

@@ -95,3 +95,110 @@ pub(crate) fn validate_events(ev: &RawEvents, env: &dyn Fn(&str) -> Option<Strin
     }
     Ok(Events { log: ev.log, sample_allowed_ppm, sinks })
 }
+
+pub(crate) fn validate_rules(raw: &[RawRule], events: &Events) -> Result<Rules, ConfigError> {
+    use crate::events::rules::{Action, KeyType, Rule, Trigger, MAX_DISTINCT};
+    let mut rules: Vec<Rule> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        check_name(&format!("{path}.name"), &r.name)?;
+        if rules.iter().any(|o| o.name == r.name) {
+            return err(format!("{path}.name"), format!("{:?} names another rule too", r.name));
+        }
+        let Some(kind) = Kind::parse(&r.on.kind) else {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            return err(
+                format!("{path}.on.kind"),
+                format!("unknown kind {:?} (known: {})", r.on.kind, known.join(", ")),
+            );
+        };
+        let mut reasons = Vec::new();
+        for (j, code) in r.on.reasons.iter().enumerate() {
+            let Some(reason) = crate::reason::Reason::ALL.iter().find(|x| x.code() == code) else {
+                return err(
+                    format!("{path}.on.reasons[{j}]"),
+                    format!("unknown reason code {code:?} (README: Responses)"),
+                );
+            };
+            reasons.push(reason.code());
+        }
+        let key_of = |field: &str, k: &str| -> Result<KeyType, ConfigError> {
+            KeyType::parse(k).ok_or_else(|| ConfigError {
+                path: format!("{path}.{field}"),
+                message: format!("unknown key {k:?} (known: source, username, client, subject, route)"),
+            })
+        };
+        let key = key_of("key", &r.key)?;
+        let window_ms = dur(&format!("{path}.window"), &r.window)?;
+        if window_ms < 1000 {
+            return err(format!("{path}.window"), "must be at least 1s");
+        }
+        let trigger = match (&r.threshold, &r.distinct, &r.anomaly) {
+            (Some(t), None, None) if *t >= 1 => Trigger::Threshold(*t),
+            (Some(t), Some(d), None) => {
+                if !(2..=MAX_DISTINCT as u32).contains(t) {
+                    return err(
+                        format!("{path}.threshold"),
+                        format!("with distinct, must be between 2 and {MAX_DISTINCT}"),
+                    );
+                }
+                Trigger::Distinct(key_of("distinct", d)?, *t)
+            }
+            (None, None, Some(a)) => {
+                if !(a.factor > 1.0 && a.factor <= 1000.0) {
+                    return err(format!("{path}.anomaly.factor"), "must be above 1 and at most 1000");
+                }
+                let baseline_ms = dur(&format!("{path}.anomaly.baseline"), &a.baseline)?;
+                if baseline_ms < window_ms {
+                    return err(format!("{path}.anomaly.baseline"), "must be at least the window");
+                }
+                if a.min_events == 0 {
+                    return err(format!("{path}.anomaly.min_events"), "must be at least 1");
+                }
+                Trigger::Anomaly { factor: a.factor, baseline_ms, min_events: a.min_events }
+            }
+            (Some(0), None, None) => return err(format!("{path}.threshold"), "must be at least 1"),
+            _ => return err(path, "give threshold, threshold with distinct, or anomaly"),
+        };
+        if r.actions.is_empty() {
+            return err(format!("{path}.actions"), "must not be empty");
+        }
+        let mut actions = Vec::new();
+        for (j, a) in r.actions.iter().enumerate() {
+            let ap = format!("{path}.actions[{j}]");
+            actions.push(match (&a.alert, &a.block, &a.revoke) {
+                (Some(sink), None, None) => match events.sinks.iter().position(|s| &s.name == sink) {
+                    Some(i) => Action::Alert(i),
+                    None => return err(format!("{ap}.alert"), format!("no sink {sink:?} in events.sinks")),
+                },
+                (None, Some(d), None) => {
+                    if key == KeyType::Route {
+                        return err(format!("{ap}.block"), "a route cannot be blocked (key: route)");
+                    }
+                    Action::Block(dur(&format!("{ap}.block"), d)?)
+                }
+                (None, None, Some(d)) => {
+                    if !matches!(key, KeyType::Client | KeyType::Subject) {
+                        return err(format!("{ap}.revoke"), "revoke takes key client or subject");
+                    }
+                    Action::Revoke(dur(&format!("{ap}.revoke"), d)?)
+                }
+                _ => return err(ap, "give exactly one of alert, block or revoke"),
+            });
+        }
+        rules.push(Rule {
+            name: r.name.clone(),
+            kind,
+            reasons,
+            routes: r.on.routes.clone(),
+            key,
+            trigger,
+            window_ms,
+            actions,
+        });
+    }
+    let fingerprint = format!("{rules:?}");
+    let on_allowed = rules.iter().any(|r| r.kind == Kind::Allowed);
+    let acts = rules.iter().any(|r| r.actions.iter().any(|a| !matches!(a, crate::events::rules::Action::Alert(_))));
+    Ok(Rules { ns: crate::store::Namespace::of("rules", &[&fingerprint]), slots: 16_384, on_allowed, acts, rules })
+}

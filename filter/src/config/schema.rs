@@ -30,8 +30,48 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) bypass_cors_preflight: bool,
     #[serde(default)]
-    pub(crate) rules: Vec<serde_json::Value>,
+    pub(crate) rules: Vec<RawRule>,
     pub(crate) revocation: Option<RawRevocation>,
+}
+
+/// A trigger rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub(crate) name: String,
+    pub(crate) on: RawRuleOn,
+    pub(crate) key: String,
+    pub(crate) threshold: Option<u32>,
+    pub(crate) distinct: Option<String>,
+    pub(crate) anomaly: Option<RawAnomaly>,
+    pub(crate) window: Duration,
+    pub(crate) actions: Vec<RawRuleAction>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuleOn {
+    pub(crate) kind: String,
+    #[serde(default)]
+    pub(crate) reasons: Vec<String>,
+    #[serde(default)]
+    pub(crate) routes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnomaly {
+    pub(crate) factor: f64,
+    pub(crate) baseline: Duration,
+    pub(crate) min_events: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRuleAction {
+    pub(crate) alert: Option<String>,
+    pub(crate) block: Option<Duration>,
+    pub(crate) revoke: Option<Duration>,
 }
 
 /// `revocation`: the list to poll.

@@ -538,7 +538,31 @@ const INVALID: &[(&str, &str)] = &[
         r#"{"events":{"webhooks":[]}}"#,
         "events.webhooks: unknown field `webhooks`, expected one of `log`, `sample_allowed`, `sinks`",
     ),
-    (r#"{"rules":[{"name":"r"}]}"#, "rules: trigger rules are not available in this build yet (see README \"Status\")"),
+    (r#"{"rules":[{"name":"r"}]}"#, "rules[0]: missing field `on`"),
+    (
+        r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"ip","threshold":3,"window":"60s","actions":[{"block":"60s"}]}]}"#,
+        "rules[0].key: unknown key \"ip\" (known: source, username, client, subject, route)",
+    ),
+    (
+        r#"{"rules":[{"name":"r","on":{"kind":"denied","reasons":["nope"]},"key":"source","threshold":3,"window":"60s","actions":[{"block":"60s"}]}]}"#,
+        "rules[0].on.reasons[0]: unknown reason code \"nope\" (README: Responses)",
+    ),
+    (
+        r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"source","threshold":3,"window":"60s","actions":[{"alert":"siem"}]}]}"#,
+        "rules[0].actions[0].alert: no sink \"siem\" in events.sinks",
+    ),
+    (
+        r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"source","threshold":3,"window":"60s","actions":[{"revoke":"60s"}]}]}"#,
+        "rules[0].actions[0].revoke: revoke takes key client or subject",
+    ),
+    (
+        r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"source","window":"60s","actions":[{"block":"60s"}]}]}"#,
+        "rules[0]: give threshold, threshold with distinct, or anomaly",
+    ),
+    (
+        r#"{"rules":[{"name":"r","on":{"kind":"login_succeeded"},"key":"username","distinct":"source","threshold":50,"window":"60s","actions":[{"block":"60s"}]}]}"#,
+        "rules[0].threshold: with distinct, must be between 2 and 16",
+    ),
 ];
 
 #[test]

@@ -281,6 +281,8 @@ pub struct Config {
     pub events: Events,
     /// `revocation`: the polled revocation list.
     pub revocation: Option<Revocation>,
+    /// `rules`: trigger rules and their shared state.
+    pub rules: Rules,
     pub realm: String,
     pub providers: Vec<Provider>,
     pub api_keys: Option<ApiKeys>,
@@ -409,4 +411,18 @@ pub struct Revocation {
     pub max_entries: usize,
     /// Shared-data namespace of the list's records (the endpoint).
     pub ns: crate::store::Namespace,
+}
+
+/// Validated `rules`.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub rules: Vec<crate::events::rules::Rule>,
+    /// Shared-data namespace of the counters and of the blocks and revocations.
+    pub ns: crate::store::Namespace,
+    /// Slots of the counter table.
+    pub slots: u64,
+    /// Some rule counts `allowed` events (then every allowed request is counted).
+    pub on_allowed: bool,
+    /// Some rule blocks or revokes (then requests are checked against the action set).
+    pub acts: bool,
 }

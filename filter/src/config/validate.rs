@@ -143,9 +143,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         None => None,
         Some(r) => Some(super::events::validate_revocation(r)?),
     };
-    if !raw.rules.is_empty() {
-        return err("rules", "trigger rules are not available in this build yet (see README \"Status\")");
-    }
+    let rules = super::events::validate_rules(&raw.rules, &events)?;
 
     let ctx = MethodCtx { providers: &providers, api_keys: api_keys.is_some(), introspection: introspection.is_some() };
     let default_requires = match raw.requires {
@@ -339,6 +337,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         bypass_cors_preflight: raw.bypass_cors_preflight,
         events,
         revocation,
+        rules,
         realm,
         providers,
         api_keys,

@@ -8,6 +8,7 @@
 
 pub mod queue;
 pub mod revocation;
+pub mod rules;
 
 use serde_json::{json, Map, Value};
 
@@ -96,6 +97,10 @@ pub struct Event {
     /// Extra members of some kinds (`rule_triggered`: rule, key_type, key, count, …;
     /// `dependency_down`: dependency; `locked_out`: subject kind and salted hash).
     pub extra: Vec<(&'static str, Value)>,
+    /// Counted by rules but not emitted (an allowed request that was not sampled).
+    pub quiet: bool,
+    /// An alert: goes to this sink (index into `events.sinks`) whatever its `kinds`.
+    pub to_sink: Option<usize>,
 }
 
 impl Event {

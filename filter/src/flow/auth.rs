@@ -104,6 +104,26 @@ pub(super) fn evaluate(
             && if all { identities.len() + 1 == methods.len() } else { methods.iter().all(|m| *m == Method::Mtls) };
         return Ok(Err(reject(if only_mtls { Reason::MtlsRequired } else { Reason::MissingCredentials })));
     }
+    // Blocks and revocations by trigger rules, on the authenticated client and subject.
+    if ctx.cfg.rules.acts {
+        use crate::events::rules::{Effect, KeyType};
+        let subject = identities.iter().find_map(|id| {
+            let c = id.verified.as_ref().map(|v| &v.claims).or(id.introspected.as_ref().map(|r| &r.claims))?;
+            c.get("sub")?.as_str().map(str::to_string)
+        });
+        let client = identities.iter().find_map(|i| i.client_id.clone());
+        for (kt, key) in [(KeyType::Client, client), (KeyType::Subject, subject)] {
+            let Some(key) = key else { continue };
+            if super::rules::blocked(ctx, Effect::Revoke, kt, &key).is_some() {
+                return Ok(Err(reject(Reason::Revoked)));
+            }
+            if let Some(secs) = super::rules::blocked(ctx, Effect::Block, kt, &key) {
+                let mut rej = reject(Reason::Blocked);
+                rej.retry_after = Some(secs);
+                return Ok(Err(rej));
+            }
+        }
+    }
     // The revocation list: every credential, cached ones included (O(1) lookups).
     if let (Some(rc), false) = (&cfg.revocation, identities.is_empty()) {
         if ctx.state.revocation.is_none() {

@@ -29,6 +29,7 @@
 mod auth;
 mod authorize;
 mod mutations;
+mod rules;
 pub mod token;
 
 use auth::{evaluate, Evaluated};
@@ -79,6 +80,9 @@ pub struct WorkerState {
     /// The revocation list in force on this worker, and its published version.
     pub revocation: Option<Rc<crate::events::revocation::List>>,
     pub revocation_version: u64,
+    /// Blocks and revocations by trigger rules in force on this worker, and their version.
+    pub actions: crate::events::rules::Actions,
+    pub actions_version: u64,
     /// Tokens issued by this worker so far.
     pub issued: u64,
 }
@@ -94,6 +98,8 @@ impl WorkerState {
             sample_acc: 0,
             revocation: None,
             revocation_version: 0,
+            actions: Default::default(),
+            actions_version: 0,
             issued: 0,
         }
     }
@@ -296,10 +302,23 @@ enum MethodResult {
 }
 
 /// Starts evaluating a request.
-pub fn start(ctx: &mut Ctx, mut req: RequestView) -> Step {
+pub fn start(ctx: &mut Ctx, req: RequestView) -> Step {
+    let step = start_inner(ctx, req);
+    rules::after(ctx, step)
+}
+
+fn start_inner(ctx: &mut Ctx, mut req: RequestView) -> Step {
     // The one canonical view: everything below looks at the request in this shape only.
     if req.canonicalize().is_err() {
         let rej = Rejection::new(Reason::NonCanonicalRequest, Challenges::default());
+        return conclude(ctx, &req, Err(rej), vec![Counter::Requests]);
+    }
+    // A caller a trigger rule blocked (by address) is refused before anything else.
+    if let Some(secs) = rules::source_key(&req).and_then(|k| {
+        rules::blocked(ctx, crate::events::rules::Effect::Block, crate::events::rules::KeyType::Source, &k)
+    }) {
+        let mut rej = Rejection::new(Reason::Blocked, Challenges::default());
+        rej.retry_after = Some(secs);
         return conclude(ctx, &req, Err(rej), vec![Counter::Requests]);
     }
     if ctx.cfg.bypass_cors_preflight && is_cors_preflight(&req) {
@@ -330,6 +349,11 @@ fn is_cors_preflight(req: &RequestView) -> bool {
 
 /// Continues a pending request with what it waited for.
 pub fn advance(ctx: &mut Ctx, pending: Pending, input: Input) -> Step {
+    let step = advance_inner(ctx, pending, input);
+    rules::after(ctx, step)
+}
+
+fn advance_inner(ctx: &mut Ctx, pending: Pending, input: Input) -> Step {
     match (pending, input) {
         (Pending::Token(p), input) => token::advance(ctx, *p, input),
         (Pending::Auth(p), Input::Tick) => poll(ctx, *p),
@@ -504,7 +528,7 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
 /// Decides a route check: the decision, and its event when events are on.
 fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Vec<Counter>) -> Step {
     let cfg = ctx.cfg;
-    if !cfg.events.enabled() {
+    if !cfg.events.enabled() && cfg.rules.rules.is_empty() {
         return Step::Done(finish(cfg, req, evaluated, counters));
     }
     let allowed = evaluated.as_ref().ok().map(|a| (a.client.clone(), a.subject.clone(), a.auth.clone()));
@@ -520,16 +544,21 @@ fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Ve
     .collect();
     let mut d = finish(cfg, req, evaluated, counters);
     d.events.extend(down);
+    let mut quiet = false;
     let kind = match (&allowed, d.reason) {
         (Some(_), _) => {
             // Allowed requests become events only when sampled (error diffusion: exactly the
-            // configured fraction, no randomness).
+            // configured fraction, no randomness); rules on `allowed` count them all.
             let st = &mut ctx.state;
             st.sample_acc = st.sample_acc.saturating_add(cfg.events.sample_allowed_ppm);
             if st.sample_acc < 1_000_000 {
-                return Step::Done(d);
+                if !cfg.rules.on_allowed {
+                    return Step::Done(d);
+                }
+                quiet = true;
+            } else {
+                st.sample_acc -= 1_000_000;
             }
-            st.sample_acc -= 1_000_000;
             crate::events::Kind::Allowed
         }
         (None, Some(Reason::RateLimited)) => crate::events::Kind::RateLimited,
@@ -549,8 +578,15 @@ fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Ve
         Action::Reply(r) => r.status,
         Action::Continue(_) => 200,
     });
+    e.quiet = quiet;
     d.events.insert(0, e);
     Step::Done(d)
+}
+
+/// The remaining block (seconds) of a username a trigger rule blocked.
+pub(crate) fn rules_blocked_username(ctx: &Ctx, username: &str) -> Option<u64> {
+    use crate::events::rules::{Effect, KeyType};
+    rules::blocked(ctx, Effect::Block, KeyType::Username, &username.to_lowercase())
 }
 
 /// A `dependency_down` event.

@@ -557,3 +557,66 @@ fn without_a_first_list_dependencies_decide() {
     w.now_ms += 2_000;
     assert_eq!(status(&done(w.advance(p, Input::Tick))), 200, "anonymous: the list is treated as empty");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trigger rules
+
+#[test]
+fn five_failed_logins_alert_and_block_the_user_on_every_worker() {
+    let mut doc = grant_doc(64);
+    doc["password_grant"].as_object_mut().unwrap().remove("lockout");
+    doc["events"] = json!({"sinks": {"siem": {"cluster": "siem", "path": "/ingest", "kinds": ["denied"]}}});
+    doc["rules"] = json!([{"name": "brute-force-user", "on": {"kind": "login_failed"}, "key": "username",
+        "threshold": 5, "window": "60s", "actions": [{"alert": "siem"}, {"block": "300s"}]}]);
+    let mut w = World::new(doc);
+    let mut alerts = Vec::new();
+    for i in 0..5 {
+        let step = login(&mut w, "Alice", "wrong", &format!("10.0.0.{i}:1"));
+        let d = done(answer(&mut w, step, &[(401, "{}"), (401, "{}")]));
+        assert_eq!(status(&d), 400);
+        alerts.extend(d.events.iter().filter(|e| e.kind() == crate::events::Kind::RuleTriggered).cloned());
+    }
+    assert_eq!(alerts.len(), 1, "one alert");
+    let a = alerts[0].to_json();
+    assert_eq!(
+        (a["rule"].as_str(), a["key_type"].as_str(), a["key"].as_str()),
+        (Some("brute-force-user"), Some("username"), Some("alice"))
+    );
+    assert_eq!(alerts[0].to_sink, Some(0), "sent to its sink although the sink's kinds omit it");
+    // Blocked on this worker at once, even with the right password: no backend is asked.
+    let d = done(login(&mut w, "alice", "right", "10.0.0.9:1"));
+    assert_eq!(status(&d), 429);
+    // Another worker picks the block up from shared data (the host syncs it on the tick).
+    let (v, set) = crate::events::rules::sync(&w.store, &w.cfg.rules.ns, 0).unwrap();
+    let mut other = WorkerState::new(&w.cfg);
+    other.actions = set;
+    other.actions_version = v;
+    std::mem::swap(&mut w.state, &mut other);
+    assert_eq!(status(&done(login(&mut w, "ALICE", "right", "10.0.0.9:1"))), 429);
+    // Other users are untouched; the block lapses after its duration.
+    assert!(matches!(login(&mut w, "bob", "pw", "10.0.0.9:1"), Step::Dispatch(..)));
+    w.now_ms += 300_001;
+    assert!(matches!(login(&mut w, "alice", "right", "10.0.0.9:1"), Step::Dispatch(..)));
+}
+
+#[test]
+fn invalid_api_keys_from_one_address_block_that_address_only() {
+    let doc = json!({
+        "api_keys": {"from_headers": ["x-api-key"], "clients": [{"client_id": "c1",
+            "keys_sha256": ["2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"]}]},
+        "routes": [{"match": {"prefix": "/"}, "requires": {"any": ["api_key"]}}],
+        "rules": [{"name": "bad-keys", "on": {"kind": "denied", "reasons": ["api_key_invalid"]}, "key": "source",
+                   "threshold": 20, "window": "60s", "actions": [{"block": "600s"}]}]
+    });
+    let mut w = World::new(doc);
+    for i in 0..20 {
+        let r = request("GET", "/x", &[("x-api-key", &format!("guess-{i}"))], "127.0.0.2:4000");
+        assert_eq!(status(&done(w.start(r))), 401);
+    }
+    let good = |src: &str| request("GET", "/x", &[("x-api-key", "secret")], src);
+    let d = done(w.start(good("127.0.0.2:4001")));
+    assert_eq!((status(&d), d.reason), (429, Some(Reason::Blocked)));
+    let Action::Reply(r) = &d.action else { panic!() };
+    assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v.parse::<u64>().unwrap() > 500));
+    assert_eq!(status(&done(w.start(good("127.0.0.1:4000")))), 200, "another address still passes");
+}

@@ -187,6 +187,10 @@ fn with_body(ctx: &mut Ctx, request: RequestView, content_type: String, body: &[
         }
         Err(GrantError::InvalidRequest(_)) => return reply(password::invalid_request(), Counter::GrantInvalidRequest),
     };
+    // A username a trigger rule blocked.
+    if let Some(secs) = flow::rules_blocked_username(ctx, &login.username) {
+        return reply(password::locked_out(secs), Counter::GrantLockedOut);
+    }
     if let Some(policy) = &pg.lockout {
         for subject in subjects(&login, &request) {
             let status =
@@ -225,7 +229,7 @@ fn next_step(ctx: &mut Ctx, req: RequestView, b: Backends, next: ChainStep) -> S
             None => reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
         },
         ChainStep::Unavailable => {
-            let events = if ctx.cfg.events.enabled() {
+            let events = if ctx.cfg.events.enabled() || !ctx.cfg.rules.rules.is_empty() {
                 vec![flow::dependency_down("identity_backend", ctx.now_ms)]
             } else {
                 vec![]
@@ -409,7 +413,7 @@ fn lockout_event(salt: &[u8; 16], subject: &str, retry_after_ms: u64, now_ms: u6
 
 /// A login event (when events are on): the username lower-cased, the accepting backend.
 fn login_event(ctx: &Ctx, req: &RequestView, kind: Kind, username: &str, backend: Option<&str>) -> Option<Event> {
-    if !ctx.cfg.events.enabled() {
+    if !ctx.cfg.events.enabled() && ctx.cfg.rules.rules.is_empty() {
         return None;
     }
     let mut e = flow::request_event(ctx.cfg, req, kind, ctx.now_ms);

@@ -64,9 +64,17 @@ impl Shared {
         let ev = &self.cfg.events;
         let mut sinks = self.sinks.borrow_mut();
         for e in events {
+            if e.quiet {
+                continue;
+            }
             let kind = e.kind();
-            let takers: Vec<usize> =
-                ev.sinks.iter().enumerate().filter(|(_, s)| s.kinds.contains(&kind)).map(|(i, _)| i).collect();
+            let takers: Vec<usize> = ev
+                .sinks
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.kinds.contains(&kind) || e.to_sink == Some(*i))
+                .map(|(i, _)| i)
+                .collect();
             if !(ev.log || kind == Kind::LockedOut || !takers.is_empty()) {
                 continue;
             }
@@ -386,6 +394,15 @@ impl RootContext for Root {
             shared.flush();
             self.flush_sinks(&shared);
             self.revocation_tick(&shared);
+            if shared.cfg.rules.acts {
+                // Blocks and revocations other workers' rules published (within a tick).
+                let have = shared.state.borrow().actions_version;
+                if let Some((v, set)) = crate::events::rules::sync(&HostStore, &shared.cfg.rules.ns, have) {
+                    let mut st = shared.state.borrow_mut();
+                    st.actions = set;
+                    st.actions_version = v;
+                }
+            }
         }
         self.start_fetches();
     }
