@@ -141,6 +141,7 @@ impl Case<'_> {
             store: &self.store,
             native: self.native,
             signer: &portcullis::password::NoSigner,
+            peer: &portcullis::request::NoPeer,
             now_ms: now_ms(),
         };
         match flow::start(&mut ctx, black_box(self.request.clone())) {
