@@ -125,7 +125,7 @@ pub(crate) fn validate_rules(raw: &[RawRule], events: &Events) -> Result<Rules, 
         let key_of = |field: &str, k: &str| -> Result<KeyType, ConfigError> {
             KeyType::parse(k).ok_or_else(|| ConfigError {
                 path: format!("{path}.{field}"),
-                message: format!("unknown key {k:?} (known: source, username, client, subject, route)"),
+                message: format!("unknown key {k:?} (known: source, username, client, subject, route, api_key)"),
             })
         };
         let key = key_of("key", &r.key)?;
@@ -178,8 +178,8 @@ pub(crate) fn validate_rules(raw: &[RawRule], events: &Events) -> Result<Rules, 
                     Action::Block(dur(&format!("{ap}.block"), d)?)
                 }
                 (None, None, Some(d)) => {
-                    if !matches!(key, KeyType::Client | KeyType::Subject) {
-                        return err(format!("{ap}.revoke"), "revoke takes key client or subject");
+                    if !matches!(key, KeyType::Client | KeyType::Subject | KeyType::ApiKey) {
+                        return err(format!("{ap}.revoke"), "revoke takes key client, subject or api_key");
                     }
                     Action::Revoke(dur(&format!("{ap}.revoke"), d)?)
                 }
@@ -200,5 +200,13 @@ pub(crate) fn validate_rules(raw: &[RawRule], events: &Events) -> Result<Rules, 
     let fingerprint = format!("{rules:?}");
     let on_allowed = rules.iter().any(|r| r.kind == Kind::Allowed);
     let acts = rules.iter().any(|r| r.actions.iter().any(|a| !matches!(a, crate::events::rules::Action::Alert(_))));
-    Ok(Rules { ns: crate::store::Namespace::of("rules", &[&fingerprint]), slots: 16_384, on_allowed, acts, rules })
+    let on_api_key = rules.iter().any(|r| r.key == crate::events::rules::KeyType::ApiKey);
+    Ok(Rules {
+        ns: crate::store::Namespace::of("rules", &[&fingerprint]),
+        slots: 16_384,
+        on_allowed,
+        acts,
+        on_api_key,
+        rules,
+    })
 }

@@ -541,7 +541,7 @@ const INVALID: &[(&str, &str)] = &[
     (r#"{"rules":[{"name":"r"}]}"#, "rules[0]: missing field `on`"),
     (
         r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"ip","threshold":3,"window":"60s","actions":[{"block":"60s"}]}]}"#,
-        "rules[0].key: unknown key \"ip\" (known: source, username, client, subject, route)",
+        "rules[0].key: unknown key \"ip\" (known: source, username, client, subject, route, api_key)",
     ),
     (
         r#"{"rules":[{"name":"r","on":{"kind":"denied","reasons":["nope"]},"key":"source","threshold":3,"window":"60s","actions":[{"block":"60s"}]}]}"#,
@@ -553,7 +553,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"source","threshold":3,"window":"60s","actions":[{"revoke":"60s"}]}]}"#,
-        "rules[0].actions[0].revoke: revoke takes key client or subject",
+        "rules[0].actions[0].revoke: revoke takes key client, subject or api_key",
     ),
     (
         r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"source","window":"60s","actions":[{"block":"60s"}]}]}"#,

@@ -425,4 +425,6 @@ pub struct Rules {
     pub on_allowed: bool,
     /// Some rule blocks or revokes (then requests are checked against the action set).
     pub acts: bool,
+    /// Some rule keys on `api_key` (then events carry the presented key's id).
+    pub on_api_key: bool,
 }

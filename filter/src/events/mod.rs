@@ -94,6 +94,8 @@ pub struct Event {
     pub auth: Option<String>,
     /// `x-request-id`.
     pub request_id: Option<String>,
+    /// The presented API key's id: the first 16 hex digits of its SHA-256 (never the key).
+    pub api_key_id: Option<String>,
     /// Extra members of some kinds (`rule_triggered`: rule, key_type, key, count, …;
     /// `dependency_down`: dependency; `locked_out`: subject kind and salted hash).
     pub extra: Vec<(&'static str, Value)>,
@@ -131,6 +133,7 @@ impl Event {
         put("source", &self.source);
         put("auth", &self.auth);
         put("request_id", &self.request_id);
+        put("api_key_id", &self.api_key_id);
         if let Some(r) = self.reason {
             m.insert("reason".into(), json!(r));
         }

@@ -34,6 +34,8 @@ pub enum KeyType {
     Client,
     Subject,
     Route,
+    /// The API key's id (the first 16 hex digits of its SHA-256, never the key).
+    ApiKey,
 }
 
 impl KeyType {
@@ -44,6 +46,7 @@ impl KeyType {
             "client" => KeyType::Client,
             "subject" => KeyType::Subject,
             "route" => KeyType::Route,
+            "api_key" => KeyType::ApiKey,
             _ => return None,
         })
     }
@@ -55,6 +58,7 @@ impl KeyType {
             KeyType::Client => "client",
             KeyType::Subject => "subject",
             KeyType::Route => "route",
+            KeyType::ApiKey => "api_key",
         }
     }
 
@@ -70,6 +74,7 @@ impl KeyType {
             KeyType::Client => e.client.clone(),
             KeyType::Subject => e.subject.clone(),
             KeyType::Route => e.route.clone(),
+            KeyType::ApiKey => e.api_key_id.clone(),
         }
     }
 }
@@ -375,6 +380,7 @@ fn key_code(k: KeyType) -> u8 {
         KeyType::Client => 3,
         KeyType::Subject => 4,
         KeyType::Route => 5,
+        KeyType::ApiKey => 6,
     }
 }
 
@@ -385,6 +391,7 @@ fn key_from(c: u8) -> Option<KeyType> {
         3 => KeyType::Client,
         4 => KeyType::Subject,
         5 => KeyType::Route,
+        6 => KeyType::ApiKey,
         _ => return None,
     })
 }

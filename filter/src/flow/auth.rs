@@ -112,7 +112,8 @@ pub(super) fn evaluate(
             c.get("sub")?.as_str().map(str::to_string)
         });
         let client = identities.iter().find_map(|i| i.client_id.clone());
-        for (kt, key) in [(KeyType::Client, client), (KeyType::Subject, subject)] {
+        let api_key = if cfg.rules.on_api_key { super::api_key_id(cfg, req) } else { None };
+        for (kt, key) in [(KeyType::Client, client), (KeyType::Subject, subject), (KeyType::ApiKey, api_key)] {
             let Some(key) = key else { continue };
             if super::rules::blocked(ctx, Effect::Revoke, kt, &key).is_some() {
                 return Ok(Err(reject(Reason::Revoked)));

@@ -613,7 +613,18 @@ pub(crate) fn request_event(
     e.path = Some(req.path_only().to_string());
     e.source = req.source.as_deref().map(|s| ratelimit::client_ip(s).to_string());
     e.request_id = req.header_values("x-request-id").next().flatten().map(str::to_string);
+    if cfg.rules.on_api_key {
+        e.api_key_id = api_key_id(cfg, req);
+    }
     e
+}
+
+/// The presented API key's id (first 16 hex digits of its SHA-256), if one is presented.
+pub(crate) fn api_key_id(cfg: &Config, req: &RequestView) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let ak = cfg.api_keys.as_ref()?;
+    let found = req.extract(&ak.sources).ok().flatten()?;
+    Some(Sha256::digest(found.value.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
 fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: Vec<Counter>) -> Decision {

@@ -620,3 +620,31 @@ fn invalid_api_keys_from_one_address_block_that_address_only() {
     assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v.parse::<u64>().unwrap() > 500));
     assert_eq!(status(&done(w.start(good("127.0.0.1:4000")))), 200, "another address still passes");
 }
+
+#[test]
+fn a_rule_on_the_api_key_id_revokes_that_key_only() {
+    let hash = |k: &str| -> String { sha2::Sha256::digest(k.as_bytes()).iter().map(|b| format!("{b:02x}")).collect() };
+    use sha2::Digest;
+    let doc = json!({
+        "api_keys": {"from_headers": ["x-api-key"], "clients": [{"client_id": "c1", "keys_sha256": [hash("key-a"), hash("key-b")]}]},
+        "events": {"sinks": {"siem": {"cluster": "siem", "path": "/ingest", "kinds": ["rule_triggered"]}}},
+        "routes": [{"match": {"prefix": "/"}, "requires": {"any": ["api_key"]}}],
+        "rules": [{"name": "hot-key", "on": {"kind": "allowed"}, "key": "api_key",
+                   "threshold": 3, "window": "60s", "actions": [{"revoke": "60s"}]}]
+    });
+    let mut w = World::new(doc);
+    let with = |k: &str| request("GET", "/x", &[("x-api-key", k)], "10.0.0.1:1");
+    for _ in 0..3 {
+        let d = done(w.start(with("key-a")));
+        assert_eq!(status(&d), 200);
+        assert!(
+            d.events.iter().all(|e| e.kind() != crate::events::Kind::Allowed || !e.quiet),
+            "quiet events are not emitted"
+        );
+    }
+    let d = done(w.start(with("key-a")));
+    assert_eq!((status(&d), d.reason), (401, Some(Reason::Revoked)));
+    let Action::Reply(r) = &d.action else { panic!() };
+    assert!(r.headers.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("ApiKey")), "{:?}", r.headers);
+    assert_eq!(status(&done(w.start(with("key-b")))), 200, "the client's other key is not revoked");
+}
