@@ -51,7 +51,7 @@ pub(crate) struct Scenario {
     pub(crate) target: Option<f64>,
 }
 
-pub(crate) const SCENARIOS: [Scenario; 9] = [
+pub(crate) const SCENARIOS: [Scenario; 10] = [
     Scenario {
         name: "JWT, repeated token (cache hit)",
         variant: "pc_jwt_repeat",
@@ -85,6 +85,12 @@ pub(crate) const SCENARIOS: [Scenario; 9] = [
     Scenario {
         name: "JWT cache hit, route with three `when` conditions",
         variant: "pc_jwt_when",
+        compared_with: "pc_jwt_repeat",
+        target: Some(0.95),
+    },
+    Scenario {
+        name: "JWT cache hit with events and three rules",
+        variant: "pc_jwt_events",
         compared_with: "pc_jwt_repeat",
         target: Some(0.95),
     },
@@ -160,6 +166,18 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
             {"key": "source.ip", "notValues": ["203.0.113.0/24", "2001:db8::/32"]}
         ]
     }]);
+    // The JWT listener with a sink and the three rules of the README (none counts allowed
+    // requests, as in production: allowed requests are only counted by rules on `allowed`).
+    let mut jwt_events = pc_jwt(jwks);
+    jwt_events["events"] = json!({"sinks": {"siem": {"cluster": "bench_sink", "path": "/ingest"}}});
+    jwt_events["rules"] = json!([
+        {"name": "brute-force-user", "on": {"kind": "login_failed"}, "key": "username",
+         "threshold": 5, "window": "60s", "actions": [{"alert": "siem"}, {"block": "300s"}]},
+        {"name": "bad-credentials", "on": {"kind": "denied", "reasons": ["api_key_invalid", "token_signature"]},
+         "key": "source", "threshold": 20, "window": "60s", "actions": [{"block": "600s"}, {"alert": "siem"}]},
+        {"name": "account-sharing", "on": {"kind": "login_succeeded"}, "key": "username",
+         "distinct": "source", "threshold": 5, "window": "3600s", "actions": [{"alert": "siem"}]}
+    ]);
     let l = |name: &'static str, filters: Vec<Value>| Listener { name, filters, portcullis: false };
     let p =
         |name: &'static str, cfg: &Value| Listener { name, filters: vec![portcullis(w, name, cfg)], portcullis: true };
@@ -176,6 +194,7 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
         p("pc_jwt_rl", &jwt_rl),
         p("pc_phantom", &phantom),
         p("pc_jwt_when", &jwt_when),
+        p("pc_jwt_events", &jwt_events),
     ];
     let bearer = |t: &str| Load::Header("authorization", format!("Bearer {t}"));
     let tokens = |f: &(PathBuf, usize)| Load::Tokens {
@@ -211,6 +230,7 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
         v("pc_jwt_ratelimit", "Portcullis JWT + rate limit", "pc_jwt_rl", bearer(repeat)),
         v("pc_phantom", "Portcullis phantom token, cache hit", "pc_phantom", bearer(opaque)),
         v("pc_jwt_when", "Portcullis JWT, repeated token, 3 when conditions", "pc_jwt_when", bearer(repeat)),
+        v("pc_jwt_events", "Portcullis JWT, repeated token, events + 3 rules", "pc_jwt_events", bearer(repeat)),
         v("pc_rs256_pure", "Portcullis JWT, unique RS256, crypto: pure", "pc_jwt_pure", tokens(rs)),
         v("pc_es256_pure", "Portcullis JWT, unique ES256, crypto: pure", "pc_jwt_pure", tokens(es)),
     ];
