@@ -7,6 +7,9 @@
 //!   filters — Envoy's HTTP/1 codec refuses it before any filter runs.
 //! * **A chosen source address** (`--interface`): on Linux every 127.0.0.0/8 address is local,
 //!   so a test can be "another client" by connecting from 127.0.0.9.
+//! * **TLS with a client certificate** (`https://` URLs, `--cacert`, `--cert`, `--key`): the
+//!   server is verified against the given CA only, and the client presents a certificate when
+//!   told to (see [`crate::pki`]).
 //!
 //! The request is sent exactly as given (`--path-as-is`, no redirects followed), bounded by
 //! a timeout (`--max-time`, and the process is waited for no longer), and the answer is
@@ -15,6 +18,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,8 @@ pub struct Request {
     http2: bool,
     source: Option<Ipv4Addr>,
     timeout: Duration,
+    ca: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Request {
@@ -43,6 +49,8 @@ impl Request {
             http2: false,
             source: None,
             timeout: Duration::from_secs(5),
+            ca: None,
+            client_cert: None,
         }
     }
 
@@ -70,6 +78,18 @@ impl Request {
         self
     }
 
+    /// Verifies an `https://` server against this CA certificate (PEM file) only.
+    pub fn ca(mut self, ca_pem: &Path) -> Request {
+        self.ca = Some(ca_pem.to_path_buf());
+        self
+    }
+
+    /// Presents this client certificate (PEM file) with its private key (PEM file).
+    pub fn client_cert(mut self, cert_pem: &Path, key_pem: &Path) -> Request {
+        self.client_cert = Some((cert_pem.to_path_buf(), key_pem.to_path_buf()));
+        self
+    }
+
     /// The whole exchange's bound (default 5 s).
     pub fn timeout(mut self, timeout: Duration) -> Request {
         self.timeout = timeout;
@@ -89,6 +109,12 @@ impl Request {
         }
         if let Some(source) = self.source {
             cmd.args(["--interface", &source.to_string()]);
+        }
+        if let Some(ca) = &self.ca {
+            cmd.arg("--cacert").arg(ca);
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         }
         for (name, value) in &self.headers {
             cmd.args(["--header", &format!("{name}: {value}")]);

@@ -16,6 +16,19 @@
 //!     .listener(Listener::new("trusting", &cfg))
 //!     .cluster("upstream", upstream_port)
 //!     .start();
+//! // Routes before the catch-all, a TLS listener, and the Wasm filter's own options.
+//! # let pki = portcullis_harness::pki::Pki::new();
+//! let envoy = Gateway::empty()
+//!     .listener(
+//!         Listener::new("main", &cfg)
+//!             .route_prefix("/oauth/token", "tokens")
+//!             .direct_response("/static", 404, "not here")
+//!             .allow_on_headers_stop_iteration()
+//!             .tls(&pki),
+//!     )
+//!     .cluster("upstream", upstream_port)
+//!     .cluster("tokens", idp_port)
+//!     .start();
 //! ```
 //!
 //! Everything else is [`Envoy`]'s rule: port 0 everywhere, `--disable-hot-restart`,
@@ -25,6 +38,7 @@
 use serde_json::{json, Value};
 
 use crate::envoy::{bootstrap, cluster, listener, portcullis_filter, with_use_remote_address, Envoy};
+use crate::pki::Pki;
 use crate::rls::grpc_cluster;
 
 /// The cluster every [`Listener`] routes to unless told otherwise.
@@ -40,6 +54,11 @@ pub struct Listener {
     use_remote_address: bool,
     http1_trailers: bool,
     request_headers_to_add: Vec<(String, String)>,
+    /// Routes placed before the catch-all, in the order added.
+    routes: Vec<Value>,
+    allow_on_headers_stop_iteration: bool,
+    /// `(certificate chain, private key, trusted CA)`, PEM text.
+    tls: Option<(String, String, String)>,
 }
 
 impl Listener {
@@ -54,6 +73,9 @@ impl Listener {
             use_remote_address: false,
             http1_trailers: false,
             request_headers_to_add: Vec::new(),
+            routes: Vec::new(),
+            allow_on_headers_stop_iteration: false,
+            tls: None,
         }
     }
 
@@ -91,15 +113,72 @@ impl Listener {
         self
     }
 
+    /// Requests whose path starts with `prefix` go to `cluster` (a route placed before the
+    /// catch-all, after the routes added earlier).
+    pub fn route_prefix(mut self, prefix: &str, cluster: &str) -> Listener {
+        self.routes.push(json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}));
+        self
+    }
+
+    /// Requests whose path starts with `prefix` are answered by Envoy itself: a
+    /// `direct_response` route (placed like [`route_prefix`](Self::route_prefix)), so no
+    /// upstream request is ever started for them.
+    pub fn direct_response(mut self, prefix: &str, status: u16, body: &str) -> Listener {
+        self.routes.push(json!({
+            "match": {"prefix": prefix},
+            "direct_response": {"status": status, "body": {"inline_string": body}}
+        }));
+        self
+    }
+
+    /// `allow_on_headers_stop_iteration: true` in the Wasm filter's `config` (Envoy's
+    /// `PluginConfig`): a filter that holds the request headers still receives the body.
+    pub fn allow_on_headers_stop_iteration(mut self) -> Listener {
+        self.allow_on_headers_stop_iteration = true;
+        self
+    }
+
+    /// Serves TLS with `pki`'s server certificate and validates client certificates against
+    /// its CA, without requiring one (`require_client_certificate: false`): requests without a
+    /// client certificate still reach the filter. Certificates are inlined in the bootstrap.
+    pub fn tls(mut self, pki: &Pki) -> Listener {
+        self.tls = Some((pki.server.cert_pem(), pki.server.key_pem(), pki.ca.cert_pem()));
+        self
+    }
+
     /// The listener's Envoy JSON.
     pub fn to_json(&self) -> Value {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let filter = portcullis_filter(&self.plugin_config, &env);
+        let mut filter = portcullis_filter(&self.plugin_config, &env);
+        if self.allow_on_headers_stop_iteration {
+            filter["typed_config"]["config"]["allow_on_headers_stop_iteration"] = json!(true);
+        }
         let mut l = listener(&self.name, vec![filter], Some(&self.route_cluster));
         if self.use_remote_address {
             l = with_use_remote_address(l);
         }
+        if let Some((cert, key, ca)) = &self.tls {
+            l["filter_chains"][0]["transport_socket"] = json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": false,
+                    "common_tls_context": {
+                        "tls_certificates": [{
+                            "certificate_chain": {"inline_string": cert},
+                            "private_key": {"inline_string": key}
+                        }],
+                        "validation_context": {"trusted_ca": {"inline_string": ca}}
+                    }
+                }
+            });
+        }
         let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+        if !self.routes.is_empty() {
+            let routes = &mut hcm["route_config"]["virtual_hosts"][0]["routes"];
+            let catch_all = routes.as_array().cloned().unwrap_or_default();
+            *routes = Value::Array(self.routes.iter().cloned().chain(catch_all).collect());
+        }
         if self.http1_trailers {
             hcm["http_protocol_options"] = json!({"enable_trailers": true});
         }
@@ -235,5 +314,38 @@ mod tests {
             (&hcm(&b, 0)["use_remote_address"], &hcm(&b, 1)["use_remote_address"]),
             (&json!(true), &json!(true))
         );
+    }
+
+    #[test]
+    fn routes_before_the_catch_all_wasm_options_and_tls() {
+        let cfg = json!({});
+        let pki = Pki::new();
+        let b = Gateway::empty()
+            .listener(
+                Listener::new("a", &cfg)
+                    .route_prefix("/oauth/token", "tokens")
+                    .direct_response("/static", 404, "no")
+                    .allow_on_headers_stop_iteration()
+                    .tls(&pki),
+            )
+            .listener(Listener::new("b", &cfg))
+            .bootstrap();
+        let routes = &hcm(&b, 0)["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0], json!({"match": {"prefix": "/oauth/token"}, "route": {"cluster": "tokens"}}));
+        assert_eq!(routes[1]["direct_response"], json!({"status": 404, "body": {"inline_string": "no"}}));
+        assert_eq!(routes[2], json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}));
+        assert_eq!(routes.as_array().map(Vec::len), Some(3));
+        let wasm = &hcm(&b, 0)["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(wasm["allow_on_headers_stop_iteration"], true);
+        let chain = &b["static_resources"]["listeners"][0]["filter_chains"][0];
+        let tls = &chain["transport_socket"]["typed_config"];
+        assert_eq!(tls["require_client_certificate"], false);
+        assert_eq!(tls["common_tls_context"]["validation_context"]["trusted_ca"]["inline_string"], pki.ca.cert_pem());
+        // The other listener is untouched.
+        assert!(b["static_resources"]["listeners"][1]["filter_chains"][0].get("transport_socket").is_none());
+        assert!(hcm(&b, 1)["http_filters"][0]["typed_config"]["config"]
+            .get("allow_on_headers_stop_iteration")
+            .is_none());
+        assert_eq!(hcm(&b, 1)["route_config"]["virtual_hosts"][0]["routes"].as_array().map(Vec::len), Some(1));
     }
 }

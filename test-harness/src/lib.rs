@@ -4,7 +4,7 @@
 //!
 //! End-to-end tests start Envoy through [`gateway::Gateway`], the one start helper, and talk
 //! to it with [`http`] (plain sockets, bytes as given) or [`curl`] (h2c, a chosen source
-//! address).
+//! address, TLS with a client certificate from [`pki`]).
 //!
 //! Every server binds 127.0.0.1 port 0 and is stopped when dropped; every Envoy is started
 //! with `--disable-hot-restart`, port 0 everywhere, and killed by PID on drop.
@@ -15,5 +15,6 @@ pub mod gateway;
 pub mod http;
 pub mod idp;
 pub mod oidc;
+pub mod pki;
 pub mod rls;
 pub mod upstream;

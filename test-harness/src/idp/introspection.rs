@@ -11,6 +11,9 @@
 //! | anything else | RFC 7662 JSON, `{"active":true, ...claims}` |
 //!
 //! An inactive token is always the JSON `{"active":false}`. JWTs are signed with `rsa-a`.
+//!
+//! The `Accept` header of every request that reaches the answer (after any fault) is logged,
+//! oldest first, so tests can check exactly which media type the gateway asked for.
 
 use std::collections::HashMap;
 
@@ -26,6 +29,8 @@ pub(super) struct IntrospectionState {
     client: (String, String),
     cache_control: Option<String>,
     active: HashMap<String, Value>,
+    /// The `Accept` header of each request answered (`None`: no header), oldest first.
+    accepts: Vec<Option<String>>,
 }
 
 impl IntrospectionState {
@@ -34,6 +39,7 @@ impl IntrospectionState {
             client: ("gateway".into(), "gateway-secret".into()),
             cache_control: None,
             active: HashMap::new(),
+            accepts: Vec::new(),
         }
     }
 }
@@ -41,7 +47,8 @@ impl IntrospectionState {
 /// The answer of `POST /introspect`.
 pub(super) fn answer(shared: &Shared, request: &ServerRequest, form: &[(String, String)]) -> Reply {
     let (expected, cache_control, issuer, active, key) = {
-        let state = shared.lock();
+        let mut state = shared.lock();
+        state.introspection.accepts.push(request.header("accept").map(str::to_string));
         let i = &state.introspection;
         let active = form_value(form, "token").and_then(|t| i.active.get(&t).cloned());
         (i.client.clone(), i.cache_control.clone(), state.issuer.clone(), active, state.keys.key("rsa-a").clone())
@@ -112,6 +119,12 @@ impl TestIdp {
         self.shared.lock().introspection.active.remove(token);
     }
 
+    /// The `Accept` header of every introspection request answered so far (`None` where it
+    /// had none), oldest first; requests stopped by a fault are not in it.
+    pub fn introspection_accepts(&self) -> Vec<Option<String>> {
+        self.shared.lock().introspection.accepts.clone()
+    }
+
     /// A `Cache-Control` header for introspection answers (`None`: no header).
     pub fn set_introspection_cache_control(&self, value: Option<String>) {
         self.shared.lock().introspection.cache_control = value;
@@ -177,5 +190,10 @@ mod tests {
         idp.set_introspection_client("gw2", "pw2");
         assert_eq!(ask("x", &[]).status, 401);
         assert_eq!(idp.hits(Endpoint::Introspect), 7);
+        let accepts = idp.introspection_accepts();
+        assert_eq!(accepts.len(), 7);
+        assert_eq!(accepts[0], None);
+        assert_eq!(accepts[1].as_deref(), Some("application/jwt"));
+        assert_eq!(accepts[2].as_deref(), Some("application/token-introspection+jwt"));
     }
 }
