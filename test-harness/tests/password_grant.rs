@@ -182,7 +182,8 @@ fn lockout_engages_after_n_failures_and_lifts_after_the_block() {
     assert_eq!(envoy.stat("wasmcustom.portcullis.grant.lockout_engaged"), 2, "per username and per address");
     std::thread::sleep(Duration::from_millis(300));
     let log = envoy.log();
-    assert!(log.contains("\"event\":\"lockout\""), "an event is emitted");
+    // The event shape of issue 14 (one JSON object per event, `kind`).
+    assert!(log.contains("\"kind\":\"locked_out\""), "an event is emitted");
     assert!(!log.contains("\"bob\""), "the event carries a hash, not the username");
     std::thread::sleep(Duration::from_millis(2200));
     assert_eq!(login(&envoy, "bob", "pw-bob", &[]).status, 200, "lifted after the block time");

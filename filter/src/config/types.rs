@@ -283,6 +283,9 @@ pub struct Config {
     pub revocation: Option<Revocation>,
     /// `rules`: trigger rules and their shared state.
     pub rules: Rules,
+    /// Some check reads the client address (rate limits, lockout, `source.ip` conditions,
+    /// events, rules): only then does the host ask for it.
+    pub needs_source: bool,
     pub realm: String,
     pub providers: Vec<Provider>,
     pub api_keys: Option<ApiKeys>,

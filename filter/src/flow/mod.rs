@@ -495,9 +495,13 @@ fn step(ctx: &mut Ctx, req: RequestView, mut progress: Progress, mut counters: V
                 let since = *progress.keys_since_ms.get_or_insert(ctx.now_ms);
                 let waited = ctx.now_ms.saturating_sub(since);
                 if waited <= ctx.state.keys.first_wait_ms(ctx.cfg, i) {
-                    if let Some(fetch) = ctx.state.keys.start_first(ctx.cfg, ctx.store, i, ctx.now_ms) {
-                        let out = Outbound::Http(fetch.callout.clone());
-                        return dispatch(out, req, AuthWait::Keys(fetch), counters, progress);
+                    // Start a fetch only on first meeting the provider: one that ended without a
+                    // set is not retried for this request (that would double its wait).
+                    if waited == 0 {
+                        if let Some(fetch) = ctx.state.keys.start_first(ctx.cfg, ctx.store, i, ctx.now_ms) {
+                            let out = Outbound::Http(fetch.callout.clone());
+                            return dispatch(out, req, AuthWait::Keys(fetch), counters, progress);
+                        }
                     }
                     if ctx.state.keys.fetch_in_flight(ctx.cfg, ctx.store, i, ctx.now_ms) {
                         let p = AuthPending { request: req, wait: AuthWait::FirstKeys, counters, progress };

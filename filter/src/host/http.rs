@@ -302,7 +302,7 @@ impl Http {
 
     fn collect(&self, cfg: &crate::config::Config) -> RequestView {
         let mut view = RequestView::default();
-        if cfg.rate_limit.is_some() || cfg.password_grant.is_some() {
+        if cfg.needs_source {
             // Needed to key anonymous clients and lockouts: one host call, only then.
             view.source = hostcalls::get_property(vec!["source", "address"])
                 .ok()
