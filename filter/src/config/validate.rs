@@ -336,9 +336,9 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         || password_grant.is_some()
         || events.enabled()
         || !rules.rules.is_empty()
-        || routes.iter().any(|r| {
-            r.when.iter().chain(r.headers.iter()).any(|c| c.key == super::route::AttrKey::SourceIp)
-        });
+        || routes
+            .iter()
+            .any(|r| r.when.iter().chain(r.headers.iter()).any(|c| c.key == super::route::AttrKey::SourceIp));
     Ok(Config {
         needs_source,
         mode,

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Event, Kind};
 use crate::store::slots::{self, Decision, Updated};
+use crate::store::window;
 use crate::store::SharedStore;
 
 /// Sub-window counters per key.
@@ -200,23 +201,11 @@ impl Counter {
     }
 
     fn advance(&mut self, now_ms: u64, sub_ms: u64) {
-        let idx = now_ms / sub_ms;
-        if idx <= self.head {
-            return;
-        }
-        let gap = idx - self.head;
-        if gap >= BUCKETS as u64 {
-            self.counts = [0; BUCKETS];
-        } else {
-            for b in self.head + 1..=idx {
-                self.counts[(b % BUCKETS as u64) as usize] = 0;
-            }
-        }
-        self.head = idx;
+        window::advance(&mut self.counts, &mut self.head, now_ms / sub_ms);
     }
 
     fn total(&self) -> u64 {
-        self.counts.iter().map(|c| u64::from(*c)).sum()
+        window::total(&self.counts)
     }
 
     /// Idle: nothing in the window and not within a firing's quiet period.
@@ -236,8 +225,7 @@ fn sub_ms(window_ms: u64) -> u64 {
 fn count(c: &mut Counter, rule: &Rule, distinct_value: Option<&str>, now_ms: u64) -> Option<u64> {
     let sub = sub_ms(rule.window_ms);
     c.advance(now_ms, sub);
-    let at = (c.head % BUCKETS as u64) as usize;
-    c.counts[at] = c.counts[at].saturating_add(1);
+    window::add(&mut c.counts, c.head);
     let armed = c.last_fired_ms == 0 || now_ms >= c.last_fired_ms.saturating_add(rule.window_ms);
     let observed = match &rule.trigger {
         Trigger::Threshold(t) => (c.total() >= u64::from(*t)).then_some(c.total()),
@@ -317,10 +305,7 @@ pub fn observe(store: &dyn SharedStore, rules: &[Rule], slots: u64, e: &Event, n
             decode,
             |c: &Counter| c.fp == fp,
             |read| {
-                let own = read.iter().position(|c| c.record.as_ref().is_some_and(|r| r.fp == fp));
-                let target = own
-                    .or_else(|| read.iter().position(|c| c.record.is_none()))
-                    .or_else(|| read.iter().position(|c| c.record.as_ref().is_some_and(|r| r.idle(now_ms, rule))));
+                let target = slots::target(read, |r: &Counter| r.fp == fp, |r: &Counter| r.idle(now_ms, rule));
                 // A full table never evicts a key that is counting: the event is not counted.
                 let Some(index) = target else { return Decision::Answer(None) };
                 let mut c = match read.get(index).and_then(|c| c.record.clone()) {

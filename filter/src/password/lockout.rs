@@ -38,6 +38,7 @@
 //! unconditional first write of a key.
 
 use crate::store::slots::{self, Candidate, Decision, Updated};
+use crate::store::window;
 use crate::store::SharedStore;
 
 pub use crate::store::slots::MAX_CAS_RETRIES;
@@ -173,23 +174,11 @@ impl Slot {
             self.counts = [0; BUCKETS];
             return;
         }
-        let idx = now_ms / sub_ms;
-        if idx <= self.head {
-            return;
-        }
-        let gap = idx - self.head;
-        if gap >= BUCKETS as u64 {
-            self.counts = [0; BUCKETS];
-        } else {
-            for b in self.head + 1..=idx {
-                self.counts[(b % BUCKETS as u64) as usize] = 0;
-            }
-        }
-        self.head = idx;
+        window::advance(&mut self.counts, &mut self.head, now_ms / sub_ms);
     }
 
     fn total(&self) -> u64 {
-        self.counts.iter().map(|c| u64::from(*c)).sum()
+        window::total(&self.counts)
     }
 
     fn blocked_for(&self, now_ms: u64) -> Option<u64> {
@@ -252,10 +241,7 @@ pub fn record_failure(store: &dyn SharedStore, slots: u64, subject: &str, policy
         decode,
         |s: &Slot| s.fp == fp,
         |read| {
-            let own = read.iter().position(|c| c.record.is_some_and(|s| s.fp == fp));
-            let target = own
-                .or_else(|| read.iter().position(|c| c.record.is_none()))
-                .or_else(|| read.iter().position(|c| c.record.is_some_and(|s| s.is_idle(policy, now_ms))));
+            let target = slots::target(read, |s: &Slot| s.fp == fp, |s: &Slot| s.is_idle(policy, now_ms));
             let Some(index) = target else {
                 return Decision::Answer(Recorded::TableFull { retry_after_ms: ms_until_idle_of(read, now_ms) });
             };
@@ -269,8 +255,7 @@ pub fn record_failure(store: &dyn SharedStore, slots: u64, subject: &str, policy
                 _ => Slot::fresh(fp, policy, now_ms),
             };
             slot.advance(policy, now_ms);
-            let at = (slot.head % BUCKETS as u64) as usize;
-            slot.counts[at] = slot.counts[at].saturating_add(1);
+            window::add(&mut slot.counts, slot.head);
             let failures = slot.total();
             let blocked = failures >= policy.max_failures;
             if blocked {

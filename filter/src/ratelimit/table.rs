@@ -90,10 +90,7 @@ pub fn take(store: &dyn SharedStore, slots: u64, identity: &[u8], rate: Rate, co
         |s: &Slot| s.fp == fp,
         |read| {
             // 1. The client's own bucket; 2. an empty slot, else an idle (full) one.
-            let own = read.iter().position(|c| c.record.is_some_and(|s| s.fp == fp));
-            let target = own
-                .or_else(|| read.iter().position(|c| c.record.is_none()))
-                .or_else(|| read.iter().position(|c| c.record.is_some_and(|s| s.rate.is_full(s.bucket, now_ms))));
+            let target = slots::target(read, |s: &Slot| s.fp == fp, |s: &Slot| s.rate.is_full(s.bucket, now_ms));
             let Some(index) = target else {
                 let retry =
                     read.iter().filter_map(|c| c.record.map(|s| ms_until_full(s, now_ms))).min().unwrap_or(1000);

@@ -18,6 +18,7 @@
 
 pub mod lease;
 pub mod slots;
+pub mod window;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -114,6 +114,15 @@ pub fn read<R>(
     out
 }
 
+/// The slot an identity writes to: its own record, else an empty slot, else one the caller's
+/// `reusable` says may be taken over (idle, expired). `None`: both hold others' live records.
+pub fn target<R>(read: &[Candidate<R>], own: impl Fn(&R) -> bool, reusable: impl Fn(&R) -> bool) -> Option<usize> {
+    read.iter()
+        .position(|c| c.record.as_ref().is_some_and(&own))
+        .or_else(|| read.iter().position(|c| c.record.is_none()))
+        .or_else(|| read.iter().position(|c| c.record.as_ref().is_some_and(&reusable)))
+}
+
 /// The bounded CAS loop: read → `decide` (pure) → CAS write → read-back after a first write.
 pub fn update<R, T>(
     store: &dyn SharedStore,
