@@ -9,7 +9,7 @@
 //!
 //! * a **pure, host-agnostic core** (every module except `host`): the request path ([`flow`]:
 //!   the only code that knows why a request waits), one folder per capability ([`jwt`],
-//!   [`apikey`], [`ratelimit`], [`introspection`], [`password`], [`policy`]), the canonical
+//!   [`apikey`], [`ratelimit`], [`introspection`], [`password`], [`policy`], [`events`]), the canonical
 //!   request view ([`request`]), shared-data access ([`store`]), crypto ([`crypto`]) and wire
 //!   codecs ([`wire`]), configuration parsing and validation ([`config`]) and the only module
 //!   that knows HTTP response shapes ([`response`]).
