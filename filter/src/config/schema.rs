@@ -320,6 +320,7 @@ pub(crate) struct RawGlobal {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     pub(crate) name: Option<String>,
+    pub(crate) mode: Option<String>,
     #[serde(rename = "match")]
     pub(crate) matcher: RawMatch,
     pub(crate) requires: Option<RawRequires>,

@@ -215,6 +215,9 @@ pub enum PathMatch {
 pub struct Route {
     /// `name`: how events name the route (else its index).
     pub name: Option<String>,
+    /// `mode`: this route's own enforce/shadow mode (else the top-level one), for rollouts one
+    /// route at a time.
+    pub mode: Option<Mode>,
     pub path: PathMatch,
     /// Match the path case-insensitively (`match.ignore_case`, for upstreams whose paths are);
     /// the stored path is then lower case.
@@ -275,6 +278,8 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
+    /// Some route sets its own `mode`.
+    pub route_modes: bool,
     /// `bypass_cors_preflight`: CORS preflights go on without credentials.
     pub bypass_cors_preflight: bool,
     /// `events`: logging and sinks.

@@ -267,7 +267,16 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
                 return err(format!("{path}.name"), format!("{n:?} names another route too"));
             }
         }
+        let route_mode = match r.mode.as_deref() {
+            None => None,
+            Some("enforce") => Some(Mode::Enforce),
+            Some("shadow") => Some(Mode::Shadow),
+            Some(other) => {
+                return err(format!("{path}.mode"), format!("must be \"enforce\" or \"shadow\", got {other:?}"))
+            }
+        };
         routes.push(Route {
+            mode: route_mode,
             name: r.name.clone(),
             path: path_match,
             ignore_case: m.ignore_case,
@@ -339,7 +348,9 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         || routes
             .iter()
             .any(|r| r.when.iter().chain(r.headers.iter()).any(|c| c.key == super::route::AttrKey::SourceIp));
+    let route_modes = routes.iter().any(|r| r.mode.is_some());
     Ok(Config {
+        route_modes,
         needs_source,
         mode,
         bypass_cors_preflight: raw.bypass_cors_preflight,

@@ -632,11 +632,20 @@ pub(crate) fn api_key_id(cfg: &Config, req: &RequestView) -> Option<String> {
 }
 
 fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: Vec<Counter>) -> Decision {
+    // The matched route's own mode, when any route sets one (rollouts one route at a time).
+    let mode = if cfg.route_modes {
+        match policy::route(cfg, req) {
+            policy::Matched::Route(_, r) => r.mode.unwrap_or(cfg.mode),
+            policy::Matched::Default(_) => cfg.mode,
+        }
+    } else {
+        cfg.mode
+    };
     match evaluated {
         Ok(a) => {
             counters.push(Counter::Allowed);
             let mut mutations = a.mutations;
-            if cfg.mode == Mode::Shadow {
+            if mode == Mode::Shadow {
                 mutations.set.push((config::DECISION_HEADER.into(), "allow".into()));
             }
             Decision {
@@ -648,7 +657,7 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
                 errors: vec![],
             }
         }
-        Err(rej) => match cfg.mode {
+        Err(rej) => match mode {
             Mode::Enforce => {
                 counters.push(Counter::Denied(rej.reason));
                 Decision {

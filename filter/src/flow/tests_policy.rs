@@ -205,3 +205,26 @@ fn cors_preflights_pass_when_asked() {
     plain_options.method = "OPTIONS".into();
     assert_eq!(run_with(&cfg, &FakePeer::default(), plain_options).reason, Some(Reason::MissingCredentials));
 }
+
+#[test]
+fn a_route_can_run_in_shadow_while_the_rest_enforces() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(
+        &s,
+        json!({"routes": [
+        {"name": "new", "mode": "shadow", "match": {"prefix": "/new"}, "requires": {"any": ["corp"]}},
+        {"match": {"prefix": "/"}, "requires": {"any": ["corp"]}}]}),
+    );
+    let d = run_with(&cfg, &FakePeer::default(), req("/new/x", &[]));
+    assert_eq!(status(&d), 200, "shadow: let through");
+    assert_eq!(set(mutations(&d), "x-portcullis-decision"), Some("deny; reason=missing_credentials"));
+    assert!(d.counters.contains(&Counter::ShadowDenied(Reason::MissingCredentials)));
+    assert_eq!(status(&run_with(&cfg, &FakePeer::default(), req("/old", &[]))), 401, "the rest enforces");
+    let cfg = cfg_with(
+        &s,
+        json!({"mode": "shadow", "routes": [
+        {"mode": "enforce", "match": {"prefix": "/strict"}, "requires": {"any": ["corp"]}}]}),
+    );
+    assert_eq!(status(&run_with(&cfg, &FakePeer::default(), req("/strict", &[]))), 401);
+    assert_eq!(status(&run_with(&cfg, &FakePeer::default(), req("/other", &[]))), 200);
+}
