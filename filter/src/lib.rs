@@ -48,6 +48,7 @@ pub mod events;
 pub mod flow;
 pub mod introspection;
 pub mod jwt;
+pub mod net;
 pub mod password;
 pub mod policy;
 pub mod ratelimit;

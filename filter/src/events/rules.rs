@@ -68,7 +68,7 @@ impl KeyType {
     pub fn of(self, e: &Event) -> Option<String> {
         match self {
             KeyType::Source => e.source.as_deref().map(|s| {
-                let k = crate::ratelimit::client_key(s);
+                let k = crate::net::client_key(s);
                 k.strip_prefix("addr:").map_or(k.clone(), str::to_string)
             }),
             KeyType::Username => e.username.as_deref().map(str::to_lowercase),

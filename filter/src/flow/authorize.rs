@@ -130,7 +130,7 @@ impl Facts<'_> {
             }
             AttrKey::SourceIp => {
                 let src = self.req.source.as_deref()?;
-                Some(vec![crate::ratelimit::client_ip(src).to_string()])
+                Some(vec![crate::net::client_ip(src).to_string()])
             }
             AttrKey::SourcePrincipal => self.peer.uri_san().map(|s| vec![s]),
             AttrKey::ConnectionSni => self.peer.sni().map(|s| vec![s]),

@@ -113,7 +113,7 @@ pub fn user_subject(username: &str) -> String {
 /// /64, so per-address counting would be trivial to evade); IPv4-mapped IPv6 counts as IPv4.
 /// Text that is not an address is used as is.
 pub fn addr_subject(address: &str) -> String {
-    crate::ratelimit::client_key(address)
+    crate::net::client_key(address)
 }
 
 const SLOT_LEN: usize = 32 + 4 * BUCKETS;
