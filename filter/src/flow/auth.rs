@@ -40,8 +40,38 @@ pub(super) fn evaluate(
         bearer: methods.iter().any(|m| matches!(m, Method::Provider(_) | Method::Introspection)),
         api_key: methods.contains(&Method::ApiKey),
     };
-    let reject = |reason: Reason| Rejection::new(reason, challenges);
+    let identities = match authenticate(ctx, req, progress, counters, methods, (all, optional), challenges)? {
+        Ok(ids) => ids,
+        Err(rej) => return Ok(Err(rej)),
+    };
+    if let Err(rej) = authorize(ctx, req, progress, &matched, &identities, challenges)? {
+        return Ok(Err(rej));
+    }
+    let client = identities.iter().find_map(|i| i.client_id.clone());
+    let response_headers = match admit(ctx, req, progress, counters, &matched, &identities, challenges)? {
+        Ok(h) => h,
+        Err(rej) => return Ok(Err(rej)),
+    };
+    mutate(cfg, req, &identities, client, response_headers)
+}
 
+/// The outcome of one evaluation stage: go on with `T`, refuse, or pause for a callout.
+type Stage<T> = Result<Result<T, Rejection>, Need>;
+
+/// Authenticate: every credential method the route lists, under its `any` / `all` /
+/// `optional` rule. The most severe failure wins; a token no method takes is invalid.
+#[allow(clippy::too_many_arguments)]
+fn authenticate(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    progress: &Progress,
+    counters: &mut Vec<Counter>,
+    methods: &[Method],
+    (all, optional): (bool, bool),
+    challenges: Challenges,
+) -> Stage<Vec<Identity>> {
+    let cfg = ctx.cfg;
+    let reject = |reason: Reason| Rejection::new(reason, challenges);
     let mut identities: Vec<Identity> = Vec::new();
     let mut retry_after: Option<u64> = None;
     let mut failure: Option<Reason> = None;
@@ -104,6 +134,21 @@ pub(super) fn evaluate(
             && if all { identities.len() + 1 == methods.len() } else { methods.iter().all(|m| *m == Method::Mtls) };
         return Ok(Err(reject(if only_mtls { Reason::MtlsRequired } else { Reason::MissingCredentials })));
     }
+    Ok(Ok(identities))
+}
+
+/// Authorize: blocks and revocations (rules, the revocation list), certificate binding,
+/// scopes, allowed clients and `when` conditions.
+fn authorize(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    progress: &Progress,
+    matched: &policy::Matched,
+    identities: &[Identity],
+    challenges: Challenges,
+) -> Stage<()> {
+    let cfg = ctx.cfg;
+    let reject = |reason: Reason| Rejection::new(reason, challenges);
     // Blocks and revocations by trigger rules, on the authenticated client and subject.
     if ctx.cfg.rules.acts {
         use crate::events::rules::{Effect, KeyType};
@@ -134,7 +179,7 @@ pub(super) fn evaluate(
             }
         }
         match &ctx.state.revocation {
-            Some(list) if super::authorize::revoked(list, &identities, ctx.now_ms / 1000) => {
+            Some(list) if super::authorize::revoked(list, identities, ctx.now_ms / 1000) => {
                 return Ok(Err(reject(Reason::Revoked)));
             }
             Some(_) => {}
@@ -152,8 +197,7 @@ pub(super) fn evaluate(
         policy::Matched::Route(_, r) => Some(r),
         policy::Matched::Default(_) => None,
     };
-    if let Some(r) =
-        super::authorize::check_binding(ctx.peer, &identities, route.is_some_and(|r| r.require_bound_token))
+    if let Some(r) = super::authorize::check_binding(ctx.peer, identities, route.is_some_and(|r| r.require_bound_token))
     {
         return Ok(Err(reject(r)));
     }
@@ -176,7 +220,7 @@ pub(super) fn evaluate(
                 cfg,
                 req,
                 peer: ctx.peer,
-                identities: &identities,
+                identities,
                 client: client.as_deref(),
                 route: r,
             };
@@ -185,6 +229,22 @@ pub(super) fn evaluate(
             }
         }
     }
+    Ok(Ok(()))
+}
+
+/// Admit: the rate limit (local buckets or the rate limit service). Returns the response
+/// headers to add.
+#[allow(clippy::too_many_arguments)]
+fn admit(
+    ctx: &mut Ctx,
+    req: &RequestView,
+    progress: &Progress,
+    counters: &mut Vec<Counter>,
+    matched: &policy::Matched,
+    identities: &[Identity],
+    challenges: Challenges,
+) -> Stage<Vec<(String, String)>> {
+    let cfg = ctx.cfg;
     let mut response_headers = Vec::new();
     if let Some(rl) = &cfg.rate_limit {
         let route_plan = match matched {
@@ -278,11 +338,22 @@ pub(super) fn evaluate(
         }
     }
 
+    Ok(Ok(response_headers))
+}
+
+/// Mutate: the header changes an allowed request goes on with.
+fn mutate(
+    cfg: &Config,
+    req: &RequestView,
+    identities: &[Identity],
+    client: Option<String>,
+    response_headers: Vec<(String, String)>,
+) -> Result<Evaluated, Need> {
     let mut mutations = base_mutations(cfg, req);
     mutations.response_headers = response_headers;
     let mut path = req.path.clone();
     let mut method_names = Vec::new();
-    for id in &identities {
+    for id in identities {
         match id.method {
             Method::ApiKey => {
                 method_names.push("api_key".to_string());
