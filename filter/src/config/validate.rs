@@ -164,134 +164,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         }
     };
 
-    let raw_plans_empty = plans.is_empty();
-    let mut routes = Vec::new();
-    for (i, r) in raw.routes.into_iter().enumerate() {
-        let path = format!("routes[{i}]");
-        let m = r.matcher;
-        let path_match = match (m.prefix, m.path) {
-            (Some(p), None) => {
-                check_route_path(&format!("{path}.match.prefix"), &p)?;
-                PathMatch::Prefix(if m.ignore_case { p.to_ascii_lowercase() } else { p })
-            }
-            (None, Some(p)) => {
-                check_route_path(&format!("{path}.match.path"), &p)?;
-                PathMatch::Exact(if m.ignore_case { p.to_ascii_lowercase() } else { p })
-            }
-            (Some(_), Some(_)) => return err(format!("{path}.match"), "give one of prefix or path, not both"),
-            (None, None) => return err(format!("{path}.match"), "give one of prefix or path"),
-        };
-        let methods = match m.methods {
-            None => None,
-            Some(ms) => {
-                if ms.is_empty() {
-                    return err(format!("{path}.match.methods"), "must not be empty (omit it to match every method)");
-                }
-                let mut out = Vec::new();
-                for (j, method) in ms.into_iter().enumerate() {
-                    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                        return err(
-                            format!("{path}.match.methods[{j}]"),
-                            format!("{method:?} is not an HTTP method (use upper case, like \"GET\")"),
-                        );
-                    }
-                    out.push(method);
-                }
-                Some(out)
-            }
-        };
-        let explicit = r.requires.is_some();
-        let requires = match r.requires {
-            Some(req) => validate_requires(&format!("{path}.requires"), req, &ctx)?,
-            None => default_requires.clone(),
-        };
-        for (j, s) in r.scopes.iter().enumerate() {
-            check_scope(&format!("{path}.scopes[{j}]"), s)?;
-        }
-        if !r.scopes.is_empty() && requires == Requires::None {
-            return err(
-                format!("{path}.scopes"),
-                if explicit {
-                    "a route that requires \"none\" cannot require scopes"
-                } else {
-                    "this route requires no credential (no provider or api_keys is configured), so it cannot require scopes"
-                },
-            );
-        }
-        if let Some(p) = &r.plan {
-            if !plans.contains_key(p) {
-                return err(format!("{path}.plan"), unknown_plan(p, &plans));
-            }
-        }
-        let cost = r.cost.unwrap_or(1);
-        if cost == 0 || cost > 1_000_000 {
-            return err(format!("{path}.cost"), "must be between 1 and 1000000");
-        }
-        let mut hosts = Vec::new();
-        if let Some(hs) = &m.hosts {
-            if hs.is_empty() {
-                return err(format!("{path}.match.hosts"), "must not be empty (omit it to match every host)");
-            }
-            for (j, h) in hs.iter().enumerate() {
-                hosts.push(super::route::host_match(&format!("{path}.match.hosts[{j}]"), h)?);
-            }
-        }
-        let mut headers = Vec::new();
-        for (j, h) in m.headers.iter().enumerate() {
-            headers.push(super::route::condition(
-                &format!("{path}.match.headers[{j}]"),
-                &h.name,
-                &h.values,
-                &h.not_values,
-                true,
-            )?);
-        }
-        let mut when = Vec::new();
-        for (j, c) in r.when.iter().enumerate() {
-            let cond = super::route::condition(&format!("{path}.when[{j}]"), &c.key, &c.values, &c.not_values, false)?;
-            if cond.key == super::route::AttrKey::ClientPlan && raw_plans_empty {
-                return err(format!("{path}.when[{j}].key"), "client.plan needs rate_limit plans");
-            }
-            when.push(cond);
-        }
-        let allowed_clients = match r.allowed_clients {
-            None => Vec::new(),
-            Some(list) if list.is_empty() => {
-                return err(format!("{path}.allowed_clients"), "must not be empty (omit it to allow every client)")
-            }
-            Some(list) => list,
-        };
-        if let Some(n) = &r.name {
-            check_name(&format!("{path}.name"), n)?;
-            if routes.iter().any(|o: &Route| o.name.as_deref() == Some(n.as_str())) {
-                return err(format!("{path}.name"), format!("{n:?} names another route too"));
-            }
-        }
-        let route_mode = match r.mode.as_deref() {
-            None => None,
-            Some("enforce") => Some(Mode::Enforce),
-            Some("shadow") => Some(Mode::Shadow),
-            Some(other) => {
-                return err(format!("{path}.mode"), format!("must be \"enforce\" or \"shadow\", got {other:?}"))
-            }
-        };
-        routes.push(Route {
-            mode: route_mode,
-            name: r.name.clone(),
-            path: path_match,
-            ignore_case: m.ignore_case,
-            methods,
-            requires,
-            scopes: r.scopes,
-            plan: r.plan,
-            cost,
-            hosts,
-            headers,
-            allowed_clients,
-            when,
-            require_bound_token: r.require_bound_token,
-        });
-    }
+    let routes = validate_routes(raw.routes, &ctx, &default_requires, &plans)?;
 
     let mut owned_headers: Vec<String> = vec![];
     let credential: Vec<&str> = credential_headers(&providers, api_keys.as_ref()).collect();
@@ -373,6 +246,145 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         owned_headers,
         warnings,
     })
+}
+
+/// `routes`: each route's match, requirements, scopes, plan, cost, policy and mode.
+fn validate_routes(
+    raw: Vec<RawRoute>,
+    ctx: &MethodCtx,
+    default_requires: &Requires,
+    plans: &BTreeMap<String, Plan>,
+) -> Result<Vec<Route>, ConfigError> {
+    let raw_plans_empty = plans.is_empty();
+    let mut routes = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let m = r.matcher;
+        let path_match = match (m.prefix, m.path) {
+            (Some(p), None) => {
+                check_route_path(&format!("{path}.match.prefix"), &p)?;
+                PathMatch::Prefix(if m.ignore_case { p.to_ascii_lowercase() } else { p })
+            }
+            (None, Some(p)) => {
+                check_route_path(&format!("{path}.match.path"), &p)?;
+                PathMatch::Exact(if m.ignore_case { p.to_ascii_lowercase() } else { p })
+            }
+            (Some(_), Some(_)) => return err(format!("{path}.match"), "give one of prefix or path, not both"),
+            (None, None) => return err(format!("{path}.match"), "give one of prefix or path"),
+        };
+        let methods = match m.methods {
+            None => None,
+            Some(ms) => {
+                if ms.is_empty() {
+                    return err(format!("{path}.match.methods"), "must not be empty (omit it to match every method)");
+                }
+                let mut out = Vec::new();
+                for (j, method) in ms.into_iter().enumerate() {
+                    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                        return err(
+                            format!("{path}.match.methods[{j}]"),
+                            format!("{method:?} is not an HTTP method (use upper case, like \"GET\")"),
+                        );
+                    }
+                    out.push(method);
+                }
+                Some(out)
+            }
+        };
+        let explicit = r.requires.is_some();
+        let requires = match r.requires {
+            Some(req) => validate_requires(&format!("{path}.requires"), req, ctx)?,
+            None => default_requires.clone(),
+        };
+        for (j, s) in r.scopes.iter().enumerate() {
+            check_scope(&format!("{path}.scopes[{j}]"), s)?;
+        }
+        if !r.scopes.is_empty() && requires == Requires::None {
+            return err(
+                format!("{path}.scopes"),
+                if explicit {
+                    "a route that requires \"none\" cannot require scopes"
+                } else {
+                    "this route requires no credential (no provider or api_keys is configured), so it cannot require scopes"
+                },
+            );
+        }
+        if let Some(p) = &r.plan {
+            if !plans.contains_key(p) {
+                return err(format!("{path}.plan"), unknown_plan(p, plans));
+            }
+        }
+        let cost = r.cost.unwrap_or(1);
+        if cost == 0 || cost > 1_000_000 {
+            return err(format!("{path}.cost"), "must be between 1 and 1000000");
+        }
+        let mut hosts = Vec::new();
+        if let Some(hs) = &m.hosts {
+            if hs.is_empty() {
+                return err(format!("{path}.match.hosts"), "must not be empty (omit it to match every host)");
+            }
+            for (j, h) in hs.iter().enumerate() {
+                hosts.push(super::route::host_match(&format!("{path}.match.hosts[{j}]"), h)?);
+            }
+        }
+        let mut headers = Vec::new();
+        for (j, h) in m.headers.iter().enumerate() {
+            headers.push(super::route::condition(
+                &format!("{path}.match.headers[{j}]"),
+                &h.name,
+                &h.values,
+                &h.not_values,
+                true,
+            )?);
+        }
+        let mut when = Vec::new();
+        for (j, c) in r.when.iter().enumerate() {
+            let cond = super::route::condition(&format!("{path}.when[{j}]"), &c.key, &c.values, &c.not_values, false)?;
+            if cond.key == super::route::AttrKey::ClientPlan && raw_plans_empty {
+                return err(format!("{path}.when[{j}].key"), "client.plan needs rate_limit plans");
+            }
+            when.push(cond);
+        }
+        let allowed_clients = match r.allowed_clients {
+            None => Vec::new(),
+            Some(list) if list.is_empty() => {
+                return err(format!("{path}.allowed_clients"), "must not be empty (omit it to allow every client)")
+            }
+            Some(list) => list,
+        };
+        if let Some(n) = &r.name {
+            check_name(&format!("{path}.name"), n)?;
+            if routes.iter().any(|o: &Route| o.name.as_deref() == Some(n.as_str())) {
+                return err(format!("{path}.name"), format!("{n:?} names another route too"));
+            }
+        }
+        let route_mode = match r.mode.as_deref() {
+            None => None,
+            Some("enforce") => Some(Mode::Enforce),
+            Some("shadow") => Some(Mode::Shadow),
+            Some(other) => {
+                return err(format!("{path}.mode"), format!("must be \"enforce\" or \"shadow\", got {other:?}"))
+            }
+        };
+        routes.push(Route {
+            mode: route_mode,
+            name: r.name.clone(),
+            path: path_match,
+            ignore_case: m.ignore_case,
+            methods,
+            requires,
+            scopes: r.scopes,
+            plan: r.plan,
+            cost,
+            hosts,
+            headers,
+            allowed_clients,
+            when,
+            require_bound_token: r.require_bound_token,
+        });
+    }
+
+    Ok(routes)
 }
 
 pub(crate) fn credential_headers<'a>(

@@ -216,14 +216,8 @@ fn authorize(
             return Ok(Err(reject(Reason::PolicyDenied)));
         }
         if !r.when.is_empty() {
-            let facts = super::authorize::Facts {
-                cfg,
-                req,
-                peer: ctx.peer,
-                identities,
-                client: client.as_deref(),
-                route: r,
-            };
+            let facts =
+                super::authorize::Facts { cfg, req, peer: ctx.peer, identities, client: client.as_deref(), route: r };
             if !r.when.iter().all(|c| policy::when::holds(c, facts.values(&c.key).as_deref())) {
                 return Ok(Err(reject(Reason::PolicyDenied)));
             }
