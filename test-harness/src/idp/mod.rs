@@ -9,7 +9,8 @@
 //! | `POST /token` | OAuth2 `client_credentials` grant, answering an RS256 JWT | `token` |
 //! | `POST /introspect` | RFC 7662 introspection of registered opaque tokens (JSON or JWT answer) | `introspection` |
 //! | `POST /backends/<name>/authenticate` | identity backends checking `username`/`password` forms | `backends` |
-//! | `POST /webhooks/<name>` | webhook sink, `204` | `webhooks` |
+//! | `POST /webhooks/<name>` | webhook sink recording headers and bodies, `204` | `webhooks` |
+//! | `GET /revocations` | a revocation list with `ETag` / `304 Not Modified`, polls logged | `revocations` |
 //!
 //! Every endpoint counts its hits and can be made faulty ([`TestIdp::set_behavior`], module
 //! `faults`); `routing` is the order every request goes through. Tokens are minted (module
@@ -26,6 +27,7 @@ mod faults;
 mod introspection;
 mod keys;
 mod mint;
+mod revocations;
 mod routing;
 mod token;
 mod webhooks;
@@ -36,7 +38,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use self::faults::Behavior;
 pub use self::keys::{Alg, DEFAULT_PUBLISHED, KEY_IDS};
 pub use self::mint::{b64url, forge, mint_hs256};
+pub use self::revocations::RevocationPoll;
 pub use self::routing::Endpoint;
+pub use self::webhooks::WebhookRequest;
 pub use crate::http::form_decode;
 use crate::http::{Handler, ServerRequest, StopSignal, TestServer};
 
@@ -54,6 +58,7 @@ struct State {
     introspection: introspection::IntrospectionState,
     backends: backends::Backends,
     webhooks: webhooks::Webhooks,
+    revocations: revocations::Revocations,
     faults: faults::Faults,
 }
 
@@ -93,6 +98,7 @@ impl TestIdp {
                 introspection: introspection::IntrospectionState::new(),
                 backends: backends::Backends::default(),
                 webhooks: webhooks::Webhooks::default(),
+                revocations: revocations::Revocations::default(),
                 faults: faults::Faults::default(),
             }),
             changed: Condvar::new(),

@@ -1,13 +1,13 @@
 //! The IdP's request path: which path is which [`Endpoint`], and the order every request
 //! goes through — count the hit and record what the endpoint logs (backend logins, webhook
-//! bodies), apply the endpoint's fault ([`super::faults`]), refuse a wrong method (405), then
+//! requests, revocation-list polls), apply the endpoint's fault ([`super::faults`]), refuse a wrong method (405), then
 //! answer. Also the discovery document and the small helpers the endpoints share.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{backends, faults, introspection, token, Shared};
+use super::{backends, faults, introspection, revocations, token, Shared};
 use crate::http::{form_decode, Reply, ServerRequest, ServerResponse, StopSignal};
 
 /// An endpoint of the IdP, for fault injection and hit counting.
@@ -21,6 +21,8 @@ pub enum Endpoint {
     Backend(String),
     /// `POST /webhooks/<name>`.
     Webhook(String),
+    /// `GET /revocations`.
+    Revocations,
 }
 
 /// The endpoint serving `path` (no query), if any.
@@ -30,6 +32,7 @@ pub(super) fn route(path: &str) -> Option<Endpoint> {
         "/.well-known/openid-configuration" => return Some(Endpoint::Discovery),
         "/token" => return Some(Endpoint::Token),
         "/introspect" => return Some(Endpoint::Introspect),
+        "/revocations" => return Some(Endpoint::Revocations),
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/backends/") {
@@ -73,7 +76,8 @@ pub(super) fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal
         state.faults.hit(&endpoint);
         match &endpoint {
             Endpoint::Backend(name) => state.backends.record(name, &form),
-            Endpoint::Webhook(name) => state.webhooks.record(name, &request.body),
+            Endpoint::Webhook(name) => state.webhooks.record(name, &request.headers, &request.body),
+            Endpoint::Revocations => state.revocations.record(request),
             _ => {}
         }
     }
@@ -82,10 +86,14 @@ pub(super) fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal
         return fault;
     }
 
-    let post_only = !matches!(endpoint, Endpoint::Jwks | Endpoint::Discovery);
-    if post_only && request.method != "POST" {
+    let only = match endpoint {
+        Endpoint::Jwks | Endpoint::Discovery => None,
+        Endpoint::Revocations => Some("GET"),
+        _ => Some("POST"),
+    };
+    if let Some(method) = only.filter(|m| request.method != *m) {
         return Reply::Respond(
-            ServerResponse::json(405, &json!({"error": "method_not_allowed"})).with_header("allow", "POST"),
+            ServerResponse::json(405, &json!({"error": "method_not_allowed"})).with_header("allow", method),
         );
     }
     match endpoint {
@@ -95,6 +103,7 @@ pub(super) fn handle(shared: &Shared, request: &ServerRequest, stop: &StopSignal
         Endpoint::Introspect => introspection::answer(shared, request, &form),
         Endpoint::Backend(name) => backends::answer(shared, &name, &form),
         Endpoint::Webhook(_) => Reply::Respond(ServerResponse::empty(204)),
+        Endpoint::Revocations => revocations::answer(shared, request),
     }
 }
 
@@ -123,6 +132,7 @@ mod tests {
         assert_eq!(route("/webhooks/x"), Some(Endpoint::Webhook("x".into())));
         assert_eq!(route("/webhooks/"), None);
         assert_eq!(route("/jwks/"), None);
+        assert_eq!(route("/revocations"), Some(Endpoint::Revocations));
     }
 
     #[test]
