@@ -49,14 +49,17 @@ pub struct HttpResponse {
 /// Seconds a client is asked to wait after a 503 when nothing better is known.
 pub const DEFAULT_RETRY_AFTER: u64 = 5;
 
-fn is_api_key_reason(r: Reason) -> bool {
-    matches!(r, Reason::ApiKeyInvalid | Reason::ApiKeyDisabled)
+/// The API-key challenge carries `error="invalid_key"` for these (a revoked key: when the
+/// rejection names only the API-key challenge).
+fn is_api_key_reason(rej: &Rejection) -> bool {
+    matches!(rej.reason, Reason::ApiKeyInvalid | Reason::ApiKeyDisabled)
+        || (rej.reason == Reason::Revoked && !rej.challenges.bearer)
 }
 
 fn bearer_challenge(realm: &str, rej: &Rejection) -> String {
     let r = rej.reason;
     let mut c = format!("Bearer realm=\"{realm}\"");
-    if is_api_key_reason(r) {
+    if is_api_key_reason(rej) {
         // The bearer side was not at fault: a plain challenge (RFC 6750 §3.1).
         return c;
     }
@@ -88,7 +91,7 @@ pub fn render(rej: &Rejection, realm: &str) -> HttpResponse {
             headers.push(("www-authenticate".into(), bearer_challenge(realm, rej)));
         }
         if rej.challenges.api_key && status == 401 {
-            let c = if is_api_key_reason(r) {
+            let c = if is_api_key_reason(rej) {
                 format!("ApiKey realm=\"{realm}\", error=\"invalid_key\"")
             } else {
                 format!("ApiKey realm=\"{realm}\"")

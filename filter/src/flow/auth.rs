@@ -161,7 +161,7 @@ fn authorize(
         for (kt, key) in [(KeyType::Client, client), (KeyType::Subject, subject), (KeyType::ApiKey, api_key)] {
             let Some(key) = key else { continue };
             if super::rules::blocked(ctx, Effect::Revoke, kt, &key).is_some() {
-                return Ok(Err(reject(Reason::Revoked)));
+                return Ok(Err(super::authorize::revoked_rejection(kt == KeyType::ApiKey, challenges)));
             }
             if let Some(secs) = super::rules::blocked(ctx, Effect::Block, kt, &key) {
                 let mut rej = reject(Reason::Blocked);
@@ -179,10 +179,11 @@ fn authorize(
             }
         }
         match &ctx.state.revocation {
-            Some(list) if super::authorize::revoked(list, identities, ctx.now_ms / 1000) => {
-                return Ok(Err(reject(Reason::Revoked)));
+            Some(list) => {
+                if let Some(method) = super::authorize::revoked(list, identities, ctx.now_ms / 1000) {
+                    return Ok(Err(super::authorize::revoked_rejection(method == Method::ApiKey, challenges)));
+                }
             }
-            Some(_) => {}
             None if !progress.revocation_gave_up => return Err(Need::FirstRevocation),
             None if cfg.on_dependency_down == DependencyDown::FailClosed => {
                 let mut rej = reject(Reason::RevocationUnavailable);

@@ -60,24 +60,35 @@ pub(super) fn check_binding(peer: &dyn Peer, identities: &[Identity], required: 
 }
 
 /// True when any identity's credential is on the revocation list.
-pub(super) fn revoked(list: &crate::events::revocation::List, identities: &[Identity], now_s: u64) -> bool {
+/// Which credential was revoked: the identity's method (an API key gets its own challenge).
+pub(super) fn revoked(list: &crate::events::revocation::List, identities: &[Identity], now_s: u64) -> Option<Method> {
     use sha2::{Digest, Sha256};
-    identities.iter().any(|id| {
-        if let Some(c) = claims_of(id) {
-            if list.token_revoked(c, now_s) {
+    identities
+        .iter()
+        .find(|id| {
+            if let Some(c) = claims_of(id) {
+                if list.token_revoked(c, now_s) {
+                    return true;
+                }
+            }
+            if id.client_id.as_deref().is_some_and(|c| list.client_revoked(c, now_s)) {
                 return true;
             }
-        }
-        if id.client_id.as_deref().is_some_and(|c| list.client_revoked(c, now_s)) {
-            return true;
-        }
-        id.method == Method::ApiKey
-            && list.has_api_keys()
-            && id
-                .found
-                .as_ref()
-                .is_some_and(|f| list.api_key_revoked(&Sha256::digest(f.value.as_bytes()).into(), now_s))
-    })
+            id.method == Method::ApiKey
+                && list.has_api_keys()
+                && id
+                    .found
+                    .as_ref()
+                    .is_some_and(|f| list.api_key_revoked(&Sha256::digest(f.value.as_bytes()).into(), now_s))
+        })
+        .map(|id| id.method)
+}
+
+/// The rejection for a revoked credential: a token's gets the bearer challenge, an API key's
+/// only its own (`ApiKey …, error="invalid_key"`).
+pub(super) fn revoked_rejection(api_key: bool, challenges: crate::response::Challenges) -> crate::response::Rejection {
+    let challenges = if api_key { crate::response::Challenges { bearer: false, api_key: true } } else { challenges };
+    crate::response::Rejection::new(crate::reason::Reason::Revoked, challenges)
 }
 
 /// What `when` conditions read, computed only for the keys a route asks about.
