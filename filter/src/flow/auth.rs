@@ -423,11 +423,16 @@ fn mutate(
     if !method_names.is_empty() {
         mutations.set.push((config::METHOD_HEADER.into(), method_names.join(",")));
     }
-    let subject = identities.iter().find_map(|id| {
-        let claims = id.verified.as_ref().map(|v| &v.claims).or(id.introspected.as_ref().map(|r| &r.claims))?;
-        claims.get("sub")?.as_str().map(str::to_string)
-    });
-    let auth = (!method_names.is_empty()).then(|| method_names.join(","));
+    // For events only: nothing is built when no event can be emitted or counted.
+    let (subject, auth) = if cfg.events.enabled() || !cfg.rules.rules.is_empty() {
+        let subject = identities.iter().find_map(|id| {
+            let claims = id.verified.as_ref().map(|v| &v.claims).or(id.introspected.as_ref().map(|r| &r.claims))?;
+            claims.get("sub")?.as_str().map(str::to_string)
+        });
+        (subject, (!method_names.is_empty()).then(|| method_names.join(",")))
+    } else {
+        (None, None)
+    };
     Ok(Ok(Allowed { mutations, client, subject, auth }))
 }
 

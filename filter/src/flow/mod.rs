@@ -535,8 +535,7 @@ fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Ve
     if !cfg.events.enabled() && cfg.rules.rules.is_empty() {
         return Step::Done(finish(cfg, req, evaluated, counters));
     }
-    let allowed = evaluated.as_ref().ok().map(|a| (a.client.clone(), a.subject.clone(), a.auth.clone()));
-    // A dependency that failed on this request's own callout.
+    // A dependency that failed on this request's own callout (no allocation when none did).
     let down: Vec<crate::events::Event> = [
         (Counter::JwksFetchFailed, "jwks"),
         (Counter::IntrospectionFailed, "introspection"),
@@ -546,25 +545,29 @@ fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Ve
     .filter(|(c, _)| counters.contains(c))
     .map(|(_, dep)| dependency_down(dep, ctx.now_ms))
     .collect();
+    // Allowed requests become events only when sampled (error diffusion: exactly the configured
+    // fraction, no randomness); rules on `allowed` count them all. Decided before anything is
+    // built, so an allowed request that becomes no event costs nothing more.
+    let mut quiet = false;
+    if evaluated.is_ok() {
+        let st = &mut ctx.state;
+        st.sample_acc = st.sample_acc.saturating_add(cfg.events.sample_allowed_ppm);
+        if st.sample_acc < 1_000_000 {
+            if !cfg.rules.on_allowed {
+                let mut d = finish(cfg, req, evaluated, counters);
+                d.events.extend(down);
+                return Step::Done(d);
+            }
+            quiet = true;
+        } else {
+            st.sample_acc -= 1_000_000;
+        }
+    }
+    let allowed = evaluated.as_ref().ok().map(|a| (a.client.clone(), a.subject.clone(), a.auth.clone()));
     let mut d = finish(cfg, req, evaluated, counters);
     d.events.extend(down);
-    let mut quiet = false;
     let kind = match (&allowed, d.reason) {
-        (Some(_), _) => {
-            // Allowed requests become events only when sampled (error diffusion: exactly the
-            // configured fraction, no randomness); rules on `allowed` count them all.
-            let st = &mut ctx.state;
-            st.sample_acc = st.sample_acc.saturating_add(cfg.events.sample_allowed_ppm);
-            if st.sample_acc < 1_000_000 {
-                if !cfg.rules.on_allowed {
-                    return Step::Done(d);
-                }
-                quiet = true;
-            } else {
-                st.sample_acc -= 1_000_000;
-            }
-            crate::events::Kind::Allowed
-        }
+        (Some(_), _) => crate::events::Kind::Allowed,
         (None, Some(Reason::RateLimited)) => crate::events::Kind::RateLimited,
         (None, Some(Reason::Revoked)) => crate::events::Kind::RevokedUsed,
         (None, _) => crate::events::Kind::Denied,
