@@ -471,7 +471,9 @@ fn revocation_list_entries_take_effect_on_cached_credentials_within_a_poll() {
     let key_challenges: Vec<String> = r.headers_all("www-authenticate").into_iter().map(str::to_string).collect();
     eprintln!("revocation took effect after: jti {took_jti:?}, sub+iat_before {took_sub:?}, api key {took_key:?}");
     assert!(took_jti <= limit && took_sub <= limit && took_key <= limit, "within ~2.5 s");
-    // Every worker enforces them: new connections, all refused.
+    // Every worker enforces them (each picks a newly published list up on its next tick):
+    // new connections, all refused.
+    std::thread::sleep(Duration::from_millis(250));
     for i in 0..6 {
         bearer_revoked(&with_token(&first), &format!("jti, connection {i}"));
         bearer_revoked(&with_token(&second), &format!("sub, connection {i}"));

@@ -403,6 +403,14 @@ const INVALID: &[(&str, &str)] = &[
         "routes[0].when[0]: give values or notValues (not empty)",
     ),
     (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"when":[{"key":"request.headers[x-portcullis-client]","values":["admin"]}]}]}"#,
+        "routes[0].when[0]: \"x-portcullis-client\" is a header Portcullis sets (a client can forge an inbound copy): use client.id, claims or request.auth.* instead",
+    ),
+    (
+        r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/","headers":[{"name":"X_Portcullis_Auth","values":["api_key"]}]}}]}"#,
+        "routes[0].match.headers[0]: \"x_portcullis_auth\" is a header Portcullis sets (a client can forge an inbound copy): use client.id, claims or request.auth.* instead",
+    ),
+    (
         r#"{"providers":{"corp":@CORP@},"routes":[{"match":{"prefix":"/"},"allowed_clients":[]}]}"#,
         "routes[0].allowed_clients: must not be empty (omit it to allow every client)",
     ),

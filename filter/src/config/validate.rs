@@ -213,6 +213,25 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     }
     owned_headers.sort();
     owned_headers.dedup();
+    // A condition on a header Portcullis owns would read the client's forged copy: the route
+    // match and `when` run before owned headers are stripped.
+    for (i, r) in routes.iter().enumerate() {
+        let lists = [("match.headers", &r.headers), ("when", &r.when)];
+        for (field, list) in lists {
+            for (j, c) in list.iter().enumerate() {
+                let super::route::AttrKey::Header(name) = &c.key else { continue };
+                let folded = name.replace('_', "-");
+                if folded.starts_with(OWNED_PREFIX) || owned_headers.contains(&folded) {
+                    return err(
+                        format!("routes[{i}].{field}[{j}]"),
+                        format!(
+                            "{name:?} is a header Portcullis sets (a client can forge an inbound copy): use client.id, claims or request.auth.* instead"
+                        ),
+                    );
+                }
+            }
+        }
+    }
 
     let needs_source = rate_limit.is_some()
         || password_grant.is_some()
