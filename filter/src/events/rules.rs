@@ -131,6 +131,8 @@ struct Counter {
     head: u64,
     counts: [u32; BUCKETS],
     last_fired_ms: u64,
+    /// When the events now counted began (the first after the key was last quiet or fired).
+    first_ms: u64,
     /// `distinct`: value hashes and when each was last seen.
     seen: Vec<(u32, u64)>,
     /// `anomaly`: the baseline (events per window, ×1000) and the current window's start/count.
@@ -139,7 +141,7 @@ struct Counter {
     window_count: u32,
 }
 
-const FIXED: usize = 8 + 8 + 4 * BUCKETS + 8 + 8 + 8 + 4 + 1;
+const FIXED: usize = 8 + 8 + 4 * BUCKETS + 8 + 8 + 8 + 4 + 1 + 8;
 
 fn encode(c: &Counter) -> Vec<u8> {
     let mut v = Vec::with_capacity(FIXED + 12 * c.seen.len());
@@ -153,6 +155,7 @@ fn encode(c: &Counter) -> Vec<u8> {
     v.extend_from_slice(&c.window_start_ms.to_le_bytes());
     v.extend_from_slice(&c.window_count.to_le_bytes());
     v.push(c.seen.len() as u8);
+    v.extend_from_slice(&c.first_ms.to_le_bytes());
     for (h, t) in &c.seen {
         v.extend_from_slice(&h.to_le_bytes());
         v.extend_from_slice(&t.to_le_bytes());
@@ -182,6 +185,7 @@ fn decode(v: &[u8]) -> Option<Counter> {
         baseline_milli: u64_at(base + 8)?,
         window_start_ms: u64_at(base + 16)?,
         window_count: u32_at(base + 24)?,
+        first_ms: u64_at(base + 29)?,
         seen,
     })
 }
@@ -193,6 +197,7 @@ impl Counter {
             head: now_ms / sub_ms,
             counts: [0; BUCKETS],
             last_fired_ms: 0,
+            first_ms: now_ms,
             seen: Vec::new(),
             baseline_milli: 0,
             window_start_ms: now_ms,
@@ -225,6 +230,9 @@ fn sub_ms(window_ms: u64) -> u64 {
 fn count(c: &mut Counter, rule: &Rule, distinct_value: Option<&str>, now_ms: u64) -> Option<u64> {
     let sub = sub_ms(rule.window_ms);
     c.advance(now_ms, sub);
+    if c.total() == 0 || (c.last_fired_ms != 0 && c.first_ms <= c.last_fired_ms) {
+        c.first_ms = now_ms; // a new run of events
+    }
     window::add(&mut c.counts, c.head);
     let armed = c.last_fired_ms == 0 || now_ms >= c.last_fired_ms.saturating_add(rule.window_ms);
     let observed = match &rule.trigger {
@@ -277,6 +285,8 @@ pub struct Fired {
     pub rule: usize,
     pub key: String,
     pub count: u64,
+    /// When the counted run began, and when it fired.
+    pub first_ms: u64,
     pub at_ms: u64,
 }
 
@@ -312,12 +322,12 @@ pub fn observe(store: &dyn SharedStore, rules: &[Rule], slots: u64, e: &Event, n
                     Some(r) if r.fp == fp => r,
                     _ => Counter::fresh(fp, now_ms, sub),
                 };
-                let f = count(&mut c, rule, distinct.as_deref(), now_ms);
+                let f = count(&mut c, rule, distinct.as_deref(), now_ms).map(|n| (n, c.first_ms));
                 Decision::Write { index, bytes: encode(&c), answer: f }
             },
         );
-        if let Updated::Done(Some(count)) = updated {
-            fired.push(Fired { rule: i, key, count, at_ms: now_ms });
+        if let Updated::Done(Some((count, first_ms))) = updated {
+            fired.push(Fired { rule: i, key, count, first_ms, at_ms: now_ms });
         }
     }
     fired

@@ -42,6 +42,7 @@ pub(super) fn after(ctx: &mut Ctx, step: Step) -> Step {
                     ("key", serde_json::json!(f.key)),
                     ("count", serde_json::json!(f.count)),
                     ("window", serde_json::json!(crate::config::duration::format_ms(rule.window_ms))),
+                    ("first", serde_json::json!(crate::events::rfc3339(f.first_ms))),
                     ("last", serde_json::json!(crate::events::rfc3339(f.at_ms))),
                     ("actions", serde_json::json!(rule.actions.iter().map(action_name).collect::<Vec<_>>())),
                 ];

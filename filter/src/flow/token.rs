@@ -151,7 +151,7 @@ pub(super) fn advance(ctx: &mut Ctx, p: TokenPending, input: Input) -> Step {
             let next = chain.on_answer(password::classify(r));
             next_step(ctx, request, Backends { body, content_type, login, chain }, next)
         }
-        (Stage::Relay, Input::Reply(r)) => relay(r, counters, events),
+        (Stage::Relay, Input::Reply(r)) => relay(ctx, r, counters, events),
         // An input this stage never asks for: a host bug, refused rather than guessed.
         _ => reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER), Counter::GrantUnavailable),
     }
@@ -359,10 +359,13 @@ const RELAYED_REQUEST_HEADERS: [&str; 4] = ["authorization", "accept", "user-age
 const RELAYED_RESPONSE_HEADERS: [&str; 4] = ["content-type", "cache-control", "pragma", "www-authenticate"];
 
 /// The token server's answer, relayed to the client; 503 when it did not answer.
-fn relay(r: &Reply, mut counters: Vec<Counter>, events: Vec<Event>) -> Step {
+fn relay(ctx: &Ctx, r: &Reply, mut counters: Vec<Counter>, mut events: Vec<Event>) -> Step {
     let Some(status) = r.status else {
         counters.retain(|c| *c != Counter::GrantAccepted);
         counters.push(Counter::GrantUnavailable);
+        if ctx.cfg.events.enabled() || !ctx.cfg.rules.rules.is_empty() {
+            events.push(flow::dependency_down("token_server", ctx.now_ms));
+        }
         return done(
             Action::Reply(password::temporarily_unavailable(response::DEFAULT_RETRY_AFTER)),
             counters,

@@ -26,6 +26,12 @@ fn threshold_in_a_sliding_window_fires_once_per_window() {
         }
     }
     assert_eq!(fired_at, vec![4_000], "the fifth failure fires; then quiet for the window");
+    let s2 = MemStore::default();
+    let mut last = Vec::new();
+    for i in 0..5u64 {
+        last = observe(&s2, &rules, 64, &login_failed("dave", "10.0.0.1"), 1_000 + i * 500);
+    }
+    assert_eq!((last[0].first_ms, last[0].at_ms), (1_000, 3_000), "first and last of the run that fired");
     // Other users are counted apart; events spread out never reach the threshold.
     for i in 0..10u64 {
         assert!(observe(&s, &rules, 64, &login_failed("bob", "10.0.0.1"), 100_000 + i * 20_000).is_empty());
