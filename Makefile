@@ -12,7 +12,7 @@ ENVOY_VERSION := 1.40.0
 # Every Envoy config that must pass `envoy --mode validate`.
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml) $(wildcard examples/envoy/*.yaml)
 
-.PHONY: help build envoy rls-deps node-deps lint fmt-check clippy unit validate e2e test run bench hash-key clean
+.PHONY: help build envoy rls-deps node-deps lint fmt-check clippy unit validate e2e test run bench hash-key cli check clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -54,6 +54,7 @@ lint: fmt-check clippy ## fmt check + clippy -D warnings (native and wasm32)
 unit: ## Unit and property tests (native)
 	$(CARGO) test --locked --workspace --lib --bins
 	$(CARGO) test --locked -p portcullis --tests
+	$(CARGO) test --locked -p portcullis-cli --tests
 
 validate: build envoy ## envoy --mode validate on every Envoy config in envoy/ and examples/
 	@for f in $(ENVOY_CONFIGS); do \
@@ -73,6 +74,13 @@ run: build envoy ## The demo: Envoy + Portcullis + a local identity provider
 
 hash-key: ## Print the SHA-256 (for keys_sha256) of an API key read from stdin
 	@$(CARGO) run --quiet --locked -p portcullis-harness --bin portcullis-harness -- hash-key
+
+cli: ## Build the operator CLI into dist/portcullis (check a config, hash a key, name an Istio cluster)
+	$(CARGO) build --release --locked -p portcullis-cli
+	@mkdir -p dist && cp target/release/portcullis dist/portcullis && echo "dist/portcullis"
+
+check: ## Validate a Portcullis configuration: make check CONFIG=path/to/config.json
+	@$(CARGO) run --quiet --locked -p portcullis-cli -- check $(CONFIG)
 
 clean:
 	rm -rf target dist

@@ -1,0 +1,60 @@
+//! The command-line tool: `check` prints exactly the filter's validation outcome.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+fn check(json: &str, env: &[&str]) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-{}-{}", std::process::id(), json.len()));
+    std::fs::write(&dir, json).unwrap();
+    let mut c = bin();
+    c.arg("check").arg(&dir);
+    for e in env {
+        c.args(["--env", e]);
+    }
+    let out = c.output().unwrap();
+    let _ = std::fs::remove_file(&dir);
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn check_gives_the_filters_own_messages() {
+    for (json, env) in [
+        (r#"{"mode":"shadoww"}"#, vec![]),
+        (r#"{"routes":[{"match":{"prefix":"/a/../b"}}]}"#, vec![]),
+        (
+            r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/i"},"client_id":"gw","client_secret_env":"S"}}"#,
+            vec![],
+        ),
+        (r#"{"rules":[{"name":"r"}]}"#, vec![]),
+        ("not json", vec![]),
+    ] {
+        let want = portcullis::config::parse(json.as_bytes(), &|_| None).unwrap_err().to_string();
+        let (code, out) = check(json, &env);
+        assert_eq!((code, out), (1, format!("invalid configuration: {want}")), "{json}");
+    }
+    let ok = r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/i"},"client_id":"gw","client_secret_env":"S"}}"#;
+    assert_eq!(check(ok, &["S=secret"]), (0, "configuration is valid".to_string()), "--env resolves VM variables");
+}
+
+#[test]
+fn hash_key_and_istio_cluster() {
+    let mut child = bin().arg("hash-key").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+    );
+    let cluster = |u: &str| {
+        String::from_utf8_lossy(&bin().args(["istio-cluster", u]).output().unwrap().stdout).trim().to_string()
+    };
+    assert_eq!(cluster("https://IdP.example.com/jwks"), "outbound|443||idp.example.com");
+    assert_eq!(cluster("http://idp.ns.svc.cluster.local:8080/x"), "outbound|8080||idp.ns.svc.cluster.local");
+    assert_eq!(bin().args(["istio-cluster", "ftp://x"]).output().unwrap().status.code(), Some(2));
+}
