@@ -12,7 +12,7 @@ ENVOY_VERSION := 1.40.0
 # Every Envoy config that must pass `envoy --mode validate`.
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml) $(wildcard examples/envoy/*.yaml)
 
-.PHONY: help build envoy rls-deps node-deps lint fmt-check clippy unit validate e2e test run bench hash-key cli check clean
+.PHONY: help build envoy rls-deps node-deps lint fmt-check clippy unit validate e2e test run bench hash-key cli check istio-validate oci oci-test release clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -32,6 +32,16 @@ $(ENVOY):
 # The rate limit service stand-in (Python grpcio + Envoy's generated protos).
 $(VENV)/.rls-deps: $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcio==1.85.1 xds-protos==1.85.0
+	@touch $@
+
+# The Istio manifest validator's deps (examples/istio/validate.py).
+$(VENV)/.istio-deps: $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check jsonschema==4.26.0 pyyaml==6.0.3
+	@touch $@
+
+# Pushing OCI images (tools/oci.py).
+$(VENV)/.oci-deps: $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check oras==0.2.43
 	@touch $@
 
 rls-deps: $(VENV)/.rls-deps ## Install the rate limit service stand-in's Python deps
@@ -65,7 +75,25 @@ validate: build envoy ## envoy --mode validate on every Envoy config in envoy/ a
 e2e: build envoy node-deps rls-deps ## End-to-end tests through a real Envoy (2 workers)
 	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) test --locked -p portcullis-harness --tests -- --test-threads=2
 
-test: lint unit build validate e2e ## Everything CI runs
+istio-validate: build envoy $(VENV)/.istio-deps ## The Istio WasmPlugin example: CRD schema, CEL rules, unknown fields, pluginConfig loaded by the filter
+	$(VENV)/bin/python examples/istio/validate.py examples/istio/wasmplugin.yaml \
+	  --schema examples/istio/wasmplugin-crd-schema.json --envoy $(ENVOY) --wasm $(DIST)
+	@sed -e 's/failStrategy:/failstrategy:/' -e 's/pluginConfig:/pluginConfg:/' examples/istio/wasmplugin.yaml > $(VENV)/misspelled.yaml
+	@if $(VENV)/bin/python examples/istio/validate.py $(VENV)/misspelled.yaml \
+	  --schema examples/istio/wasmplugin-crd-schema.json >/dev/null; then \
+	  echo "validate.py accepted misspelled spec fields"; exit 1; else echo "misspelled fields refused: ok"; fi
+
+oci: build $(VENV)/.oci-deps ## Push IMAGE=<registry>/<name>:<tag> (oci layout) and <tag>-compat; prints the sha256 to pin
+	@test -n "$(IMAGE)" || { echo "usage: make oci IMAGE=<registry>/<name>:<tag>"; exit 2; }
+	$(VENV)/bin/python tools/oci.py push $(IMAGE) $(DIST)
+
+oci-test: build $(VENV)/.oci-deps ## Push both layouts to a real registry on 127.0.0.1 and pull them back as Istio does
+	$(VENV)/bin/python tools/oci_test.py $(DIST)
+
+release: build ## dist/: portcullis.wasm and portcullis.wasm.sha256
+	cd dist && sha256sum portcullis.wasm > portcullis.wasm.sha256 && cat portcullis.wasm.sha256
+
+test: lint unit build validate istio-validate oci-test e2e ## Everything CI runs
 	@echo "make test: all passed"
 
 run: build envoy ## The demo: Envoy + Portcullis + a local identity provider

@@ -10,6 +10,8 @@
      - targetRef(s).namespace must be empty (no cross-namespace references);
      - url scheme is one of "", http, https, oci, file;
      - vmConfig.env[]: `value` only when valueFrom is not HOST.
+   Fields the CRD does not define are errors (`failstrategy`, `pluginConfg`): the API server
+   would prune them silently.
 3. With --envoy and --wasm, each pluginConfig is also loaded by the real filter: a throwaway
    Envoy config carries it (with a stub cluster for every cluster it names, and a dummy value
    for every vmConfig.env variable) through `envoy --mode validate`, which runs the plugin's
@@ -65,6 +67,34 @@ def cel_checks(spec):
     for i, e in enumerate((spec.get("vmConfig") or {}).get("env") or []):
         if isinstance(e, dict) and e.get("valueFrom", "") == "HOST" and "value" in e:
             errors.append(f"spec.vmConfig.env[{i}]: value may only be set when valueFrom is INLINE")
+    return errors
+
+
+def unknown_fields(value, schema, path="spec"):
+    """Fields the CRD does not define. The API server prunes them silently (a structural schema
+    drops what it does not know), so `failstrategy: FAIL_OPEN` or `pluginConfg:` would be
+    accepted and then ignored; here they are errors. Objects that preserve unknown fields
+    (pluginConfig) or declare additionalProperties (maps such as matchLabels) are left alone."""
+    errors = []
+    if not isinstance(schema, dict):
+        return errors
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return errors
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for k, v in value.items():
+            if props is not None and k in props:
+                errors += unknown_fields(v, props[k], f"{path}.{k}")
+            elif isinstance(extra, dict):
+                errors += unknown_fields(v, extra, f"{path}.{k}")
+            elif props is not None and extra is None:
+                close = [p for p in props if p.lower() == k.lower()]
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                errors.append(f"{path}.{k}: unknown field{hint}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            errors += unknown_fields(v, schema["items"], f"{path}[{i}]")
     return errors
 
 
@@ -177,6 +207,12 @@ def main():
             where = ".".join(str(p) for p in e.absolute_path) or "(document)"
             errors.append(f"schema: {where}: {e.message}")
         errors += cel_checks(doc.get("spec") or {})
+        spec_schema = (schema.get("properties") or {}).get("spec")
+        if isinstance(doc.get("spec"), dict) and spec_schema:
+            errors += unknown_fields(doc["spec"], spec_schema)
+        for k in doc:
+            if k not in ("apiVersion", "kind", "metadata", "spec", "status"):
+                errors.append(f"{k}: unknown top-level field")
         if args.envoy and not errors:
             errors += envoy_check(doc["spec"], args.envoy, args.wasm)
         if errors:
