@@ -241,3 +241,27 @@ fn verified_payload_reaches_filter_state_for_other_filters() {
     let claims: Value = serde_json::from_str(&seen).unwrap_or_else(|e| panic!("{e}: {seen:?}"));
     assert_eq!(claims["sub"], "user-1");
 }
+
+/// The `stats_tags` the README prescribes turn the reason into a Prometheus label.
+#[test]
+fn stats_tags_turn_the_reason_into_a_prometheus_label() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let gw = Gateway::new(&json!({"providers": {"corp": local_provider(&idp)}})).cluster("upstream", up.port);
+    let mut b = gw.bootstrap();
+    // Same regex as README "Stats and logs" and examples/envoy/envoy.yaml.
+    b["stats_config"] = json!({"stats_tags": [
+        {"tag_name": "reason", "regex": r"^wasmcustom\.portcullis\.(?:shadow_)?denied(\.(.+))$"}
+    ]});
+    let envoy = Envoy::start(&b).unwrap();
+    for auth in ["", "Bearer a.b.c", "Bearer x.y.z"] {
+        let h: Vec<(&str, &str)> = if auth.is_empty() { vec![] } else { vec![("authorization", auth)] };
+        assert_eq!(http::get(&envoy.url("/orders"), &h).unwrap().status, 401);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let prom = http::get(&format!("http://127.0.0.1:{}/stats/prometheus", envoy.admin_port), &[]).unwrap().text();
+    let lines: Vec<&str> = prom.lines().filter(|l| l.contains("portcullis_denied")).collect();
+    assert!(lines.contains(&r#"portcullis_denied{reason="missing_credentials"} 1"#), "{lines:?}");
+    assert!(lines.contains(&r#"portcullis_denied{reason="token_malformed"} 2"#), "{lines:?}");
+    assert!(lines.contains(&"# TYPE portcullis_denied counter"), "{lines:?}");
+}
