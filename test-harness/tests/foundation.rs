@@ -265,3 +265,43 @@ fn stats_tags_turn_the_reason_into_a_prometheus_label() {
     assert!(lines.contains(&r#"portcullis_denied{reason="token_malformed"} 2"#), "{lines:?}");
     assert!(lines.contains(&"# TYPE portcullis_denied counter"), "{lines:?}");
 }
+
+/// The decision reaches access logs through filter state on denials only.
+#[test]
+fn denials_reach_the_access_log_through_filter_state() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let gw = Gateway::new(&json!({"providers": {"corp": local_provider(&idp)}})).cluster("upstream", up.port);
+    let mut b = gw.bootstrap();
+    let log = std::env::temp_dir().join(format!("portcullis-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["access_log"] = json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": log.to_str().unwrap(),
+            "log_format": {"text_format_source": {
+                "inline_string": "%RESPONSE_CODE% %FILTER_STATE(wasm.portcullis.decision:PLAIN)%\n"
+            }}
+        }
+    }]);
+    let envoy = Envoy::start(&b).unwrap();
+    let tok = idp.mint(Alg::RS256, "rsa-a", idp.default_claims("orders-api"));
+    assert_eq!(http::get(&envoy.url("/a"), &[("authorization", &format!("Bearer {tok}"))]).unwrap().status, 200);
+    assert_eq!(http::get(&envoy.url("/b"), &[("authorization", "Bearer a.b.c")]).unwrap().status, 401);
+    assert_eq!(http::get(&envoy.url("/c"), &[]).unwrap().status, 401);
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
+        if lines.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(
+        lines,
+        vec!["200 -", "401 deny; reason=token_malformed", "401 deny; reason=missing_credentials"],
+        "the allow path sets nothing"
+    );
+}

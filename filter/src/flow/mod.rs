@@ -155,6 +155,33 @@ pub struct Decision {
     pub errors: Vec<String>,
 }
 
+/// The filter-state key of [`Decision::log_record`]; Envoy exposes it as
+/// `%FILTER_STATE(wasm.portcullis.decision:PLAIN)%`.
+pub const DECISION_FILTER_STATE: &str = "portcullis.decision";
+
+impl Decision {
+    /// The decision for access logs, set in filter state only when the request was refused or
+    /// would have been (shadow mode), so the allow path pays nothing: `deny; reason=<code>` or
+    /// `shadow_deny; reason=<code>`, then `; client=<id>` when a client was identified and its
+    /// id is plain (`[A-Za-z0-9._:@/-]`, at most 128 bytes: nothing a log line could be forged
+    /// with). Never a token, key or secret.
+    pub fn log_record(&self) -> Option<String> {
+        let reason = self.reason?;
+        let verdict = match self.action {
+            Action::Reply(_) => "deny",
+            Action::Continue(_) => "shadow_deny",
+        };
+        let mut out = format!("{verdict}; reason={}", reason.code());
+        if let Some(c) = self.client.as_deref().filter(|c| {
+            !c.is_empty() && c.len() <= 128 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@/-".contains(&b))
+        }) {
+            out.push_str("; client=");
+            out.push_str(c);
+        }
+        Some(out)
+    }
+}
+
 /// A request that waits: everything it needs to go on, owned by the host until then.
 #[derive(Debug, Clone)]
 pub enum Pending {

@@ -203,6 +203,32 @@ fn shadow_mode_lets_everything_through_with_the_verdict() {
     assert!(!m.remove.contains(&"authorization".to_string()), "unverified credentials are left alone");
 }
 
+#[test]
+fn the_access_log_record_is_set_on_denials_and_shadow_only() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(&s, json!({}));
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let tok = s.mint(claims());
+    let allowed = decided(run(&cfg, &mut st, &store, NOW, req("/x", &[("authorization", &format!("Bearer {tok}"))])));
+    assert_eq!(allowed.log_record(), None, "the allow path sets nothing");
+    let denied = decided(run(&cfg, &mut st, &store, NOW, req("/x", &[("authorization", "Bearer x.y.z")])));
+    assert_eq!(denied.log_record().as_deref(), Some("deny; reason=token_malformed"));
+    let shadow = cfg_with(&s, json!({"mode": "shadow"}));
+    let mut st2 = WorkerState::new(&shadow);
+    let d = decided(run(&shadow, &mut st2, &store, NOW, req("/x", &[])));
+    assert_eq!(d.log_record().as_deref(), Some("shadow_deny; reason=missing_credentials"));
+    // A client id is included only when it is plain: nothing a log line could be forged with.
+    let mut d = denied.clone();
+    d.client = Some("orders-app@corp".into());
+    assert_eq!(d.log_record().as_deref(), Some("deny; reason=token_malformed; client=orders-app@corp"));
+    for bad in ["a b", "a;reason=ok", "x\ny", "é", ""] {
+        d.client = Some(bad.into());
+        assert_eq!(d.log_record().as_deref(), Some("deny; reason=token_malformed"), "{bad:?}");
+    }
+    d.client = Some("a".repeat(129));
+    assert_eq!(d.log_record().as_deref(), Some("deny; reason=token_malformed"));
+}
+
 fn remote_cfg(extra: Value) -> Config {
     let mut doc = json!({"providers": {"corp": {"issuer": "https://idp", "audiences": ["api"],
         "remote_jwks": {"http_uri": {"uri": "http://idp/jwks", "cluster": "idp"}, "unknown_kid_refresh_interval": "5s"}}}});

@@ -225,6 +225,9 @@ fn apply(shared: &Rc<Shared>, id: u32, d: Decision) -> Action {
         log(LogLevel::Error, e);
     }
     shared.record_events(&d.events);
+    if let Some(record) = d.log_record() {
+        let _ = abi::set_property(flow::DECISION_FILTER_STATE, record.as_bytes());
+    }
     match d.action {
         flow::Action::Continue(m) => {
             if !mutate(&m) {
