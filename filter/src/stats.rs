@@ -103,6 +103,16 @@ impl Counter {
         v
     }
 
+    /// The metric name Envoy registers: [`Counter::name`], under `portcullis.instance.<name>.`
+    /// when `stats_instance` is set.
+    pub fn metric_name(self, instance: Option<&str>) -> String {
+        let name = self.name();
+        match (instance, name.strip_prefix("portcullis.")) {
+            (Some(i), Some(rest)) => format!("portcullis.instance.{i}.{rest}"),
+            _ => name,
+        }
+    }
+
     /// The metric name.
     pub fn name(self) -> String {
         match self {
@@ -139,6 +149,21 @@ impl Counter {
             Counter::RevocationPublished => "portcullis.revocation.published".into(),
             Counter::RevocationNotModified => "portcullis.revocation.not_modified".into(),
             Counter::RevocationPollFailed => "portcullis.revocation.poll_failed".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_gets_its_own_names() {
+        let c = Counter::Denied(Reason::TokenExpired);
+        assert_eq!(c.metric_name(None), "portcullis.denied.token_expired");
+        assert_eq!(c.metric_name(Some("edge")), "portcullis.instance.edge.denied.token_expired");
+        for c in Counter::all() {
+            assert!(c.metric_name(Some("x")).starts_with("portcullis.instance.x."), "{c:?}");
         }
     }
 }

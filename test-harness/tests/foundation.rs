@@ -242,28 +242,53 @@ fn verified_payload_reaches_filter_state_for_other_filters() {
     assert_eq!(claims["sub"], "user-1");
 }
 
-/// The `stats_tags` the README prescribes turn the reason into a Prometheus label.
+/// The `stats_tags` the README prescribes turn the reason (and the `stats_instance`) into
+/// Prometheus labels; two instances in one Envoy count separately.
 #[test]
-fn stats_tags_turn_the_reason_into_a_prometheus_label() {
+fn stats_tags_turn_the_reason_and_instance_into_prometheus_labels() {
     let idp = TestIdp::start();
     let up = EchoUpstream::start();
-    let gw = Gateway::new(&json!({"providers": {"corp": local_provider(&idp)}})).cluster("upstream", up.port);
+    let plain = json!({"providers": {"corp": local_provider(&idp)}});
+    let mut edge = plain.clone();
+    edge["stats_instance"] = json!("edge");
+    let gw = Gateway::empty()
+        .listener(Listener::new("plain", &plain))
+        .listener(Listener::new("edge", &edge))
+        .cluster("upstream", up.port);
     let mut b = gw.bootstrap();
-    // Same regex as README "Stats and logs" and examples/envoy/envoy.yaml.
+    // Same regexes as README "Stats and logs" and examples/envoy/envoy.yaml.
     b["stats_config"] = json!({"stats_tags": [
-        {"tag_name": "reason", "regex": r"^wasmcustom\.portcullis\.(?:shadow_)?denied(\.(.+))$"}
+        {"tag_name": "instance", "regex": r"^wasmcustom\.portcullis\.(instance\.([a-z0-9_]+)\.)"},
+        {"tag_name": "reason", "regex": r"^wasmcustom\.portcullis\.(?:instance\.[a-z0-9_]+\.)?(?:shadow_)?denied(\.(.+))$"}
     ]});
     let envoy = Envoy::start(&b).unwrap();
-    for auth in ["", "Bearer a.b.c", "Bearer x.y.z"] {
+    let get = |listener: &str, auth: &str| {
+        let url = format!("http://127.0.0.1:{}/orders", envoy.port(listener));
         let h: Vec<(&str, &str)> = if auth.is_empty() { vec![] } else { vec![("authorization", auth)] };
-        assert_eq!(http::get(&envoy.url("/orders"), &h).unwrap().status, 401);
-    }
+        http::get(&url, &h).unwrap().status
+    };
+    assert_eq!(get("plain", ""), 401);
+    assert_eq!(get("plain", "Bearer a.b.c"), 401);
+    assert_eq!(get("plain", "Bearer x.y.z"), 401);
+    assert_eq!(get("edge", "Bearer a.b.c"), 401);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let prom = http::get(&format!("http://127.0.0.1:{}/stats/prometheus", envoy.admin_port), &[]).unwrap().text();
-    let lines: Vec<&str> = prom.lines().filter(|l| l.contains("portcullis_denied")).collect();
-    assert!(lines.contains(&r#"portcullis_denied{reason="missing_credentials"} 1"#), "{lines:?}");
-    assert!(lines.contains(&r#"portcullis_denied{reason="token_malformed"} 2"#), "{lines:?}");
-    assert!(lines.contains(&"# TYPE portcullis_denied counter"), "{lines:?}");
+    let lines: Vec<&str> = prom.lines().filter(|l| l.starts_with("portcullis_denied{")).collect();
+    for want in [
+        r#"portcullis_denied{reason="missing_credentials"} 1"#,
+        r#"portcullis_denied{reason="token_malformed"} 2"#,
+        r#"portcullis_denied{instance="edge",reason="token_malformed"} 1"#,
+        r#"portcullis_denied{instance="edge",reason="missing_credentials"} 0"#,
+    ] {
+        assert!(lines.contains(&want), "{want} not in {lines:?}");
+    }
+    assert!(prom.lines().any(|l| l == "# TYPE portcullis_denied counter"));
+    assert!(prom.lines().any(|l| l == r#"portcullis_requests{instance="edge"} 1"#), "edge counts only its own");
+    assert!(
+        prom.lines().any(|l| l == "portcullis_requests{} 3"),
+        "plain counts only its own: {:?}",
+        prom.lines().filter(|l| l.contains("portcullis_requests")).collect::<Vec<_>>()
+    );
 }
 
 /// The decision reaches access logs through filter state on denials only.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 pub(crate) struct RawConfig {
     pub(crate) mode: Option<String>,
     pub(crate) realm: Option<String>,
+    pub(crate) stats_instance: Option<String>,
     #[serde(default)]
     pub(crate) providers: BTreeMap<String, RawProvider>,
     pub(crate) api_keys: Option<RawApiKeys>,

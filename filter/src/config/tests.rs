@@ -57,7 +57,7 @@ const INVALID: &[(&str, &str)] = &[
     // Unknown fields, top level and nested.
     (
         r#"{"modes":"shadow"}"#,
-        "modes: unknown field `modes`, expected one of `mode`, `realm`, `providers`, `api_keys`, `introspection`, \
+        "modes: unknown field `modes`, expected one of `mode`, `realm`, `stats_instance`, `providers`, `api_keys`, `introspection`, \
          `password_grant`, `rate_limit`, `routes`, `requires`, `events`, `on_dependency_down`, `crypto`, \
          `verified_token_cache_size`, `bypass_cors_preflight`, `rules`, `revocation`",
     ),
@@ -90,6 +90,9 @@ const INVALID: &[(&str, &str)] = &[
     ),
     // Top-level enumerations and limits.
     (r#"{"mode":"Enforce"}"#, "mode: must be \"enforce\" or \"shadow\", got \"Enforce\""),
+    (r#"{"stats_instance":"Edge"}"#, "stats_instance: must be 1-32 characters of a-z, 0-9 and _"),
+    (r#"{"stats_instance":""}"#, "stats_instance: must be 1-32 characters of a-z, 0-9 and _"),
+    (r#"{"stats_instance":"a.b"}"#, "stats_instance: must be 1-32 characters of a-z, 0-9 and _"),
     (r#"{"realm":""}"#, "realm: must be 1-128 printable ASCII characters without quotes or backslashes"),
     (r#"{"realm":"my \"realm\""}"#, "realm: must be 1-128 printable ASCII characters without quotes or backslashes"),
     (

@@ -292,6 +292,9 @@ pub struct Config {
     /// events, rules): only then does the host ask for it.
     pub needs_source: bool,
     pub realm: String,
+    /// `stats_instance`: counters are `portcullis.instance.<name>.…` (two filters in one Envoy
+    /// count separately).
+    pub stats_instance: Option<String>,
     pub providers: Vec<Provider>,
     pub api_keys: Option<ApiKeys>,
     pub plans: BTreeMap<String, Plan>,

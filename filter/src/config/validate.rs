@@ -19,6 +19,13 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     {
         return err("realm", "must be 1-128 printable ASCII characters without quotes or backslashes");
     }
+    let stats_instance = raw.stats_instance;
+    if let Some(i) = &stats_instance {
+        if i.is_empty() || i.len() > 32 || !i.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return err("stats_instance", "must be 1-32 characters of a-z, 0-9 and _");
+        }
+    }
     let on_dependency_down = match raw.on_dependency_down.as_deref() {
         None | Some("fail_closed") => DependencyDown::FailClosed,
         Some("anonymous") => DependencyDown::Anonymous,
@@ -250,6 +257,7 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         revocation,
         rules,
         realm,
+        stats_instance,
         providers,
         api_keys,
         plans,

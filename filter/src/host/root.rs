@@ -353,7 +353,8 @@ impl RootContext for Root {
         }
         let mut metrics = HashMap::new();
         for c in Counter::all() {
-            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, &c.name()) {
+            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, &c.metric_name(cfg.stats_instance.as_deref()))
+            {
                 metrics.insert(c, id);
             }
         }
