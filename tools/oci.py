@@ -15,7 +15,9 @@ check an image the way that fetcher reads it (istio/istio pkg/wasm/imagefetcher.
                               digest and compare the extracted module with WASM byte for byte.
 
 IMAGE is registry/name:tag. A registry on localhost or 127.0.0.0/8 is spoken to over plain
-HTTP without extra flags; any other over HTTPS. Credentials: ORAS_USER / ORAS_PASS.
+HTTP without extra flags; any other over HTTPS. Credentials: ORAS_USER / ORAS_PASS (push: oras-py's
+login; verify: HTTP Basic only, not the bearer-token dance of Docker Hub-style registries).
+Only anonymous access is exercised by the test.
 Pushing uses PyPI `oras` (oras-py); verifying uses nothing but the registry HTTP API, so the
 two sides are independent.
 """
@@ -83,8 +85,7 @@ def push(image, wasm_path):
         wasm = f.read()
     client = oras.client.OrasClient(hostname=host, insecure=plain_http(host))
     if os.environ.get("ORAS_USER"):
-        client.login(hostname=host, username=os.environ["ORAS_USER"], password=os.environ.get("ORAS_PASS", ""),
-                     insecure=plain_http(host))
+        client.login(hostname=host, username=os.environ["ORAS_USER"], password=os.environ.get("ORAS_PASS", ""))
     results = []
     with tempfile.TemporaryDirectory() as d:
         cwd = os.getcwd()
