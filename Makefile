@@ -76,8 +76,10 @@ e2e: build envoy node-deps rls-deps ## End-to-end tests through a real Envoy (2 
 	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) test --locked -p portcullis-harness --tests -- --test-threads=2
 
 istio-validate: build envoy $(VENV)/.istio-deps ## The Istio WasmPlugin example: CRD schema, CEL rules, unknown fields, pluginConfig loaded by the filter
-	$(VENV)/bin/python examples/istio/validate.py examples/istio/wasmplugin.yaml \
-	  --schema examples/istio/wasmplugin-crd-schema.json --envoy $(ENVOY) --wasm $(DIST)
+	@for f in examples/istio/wasmplugin.yaml examples/istio/wasmplugin-gateway.yaml; do \
+	  $(VENV)/bin/python examples/istio/validate.py $$f \
+	    --schema examples/istio/wasmplugin-crd-schema.json --envoy $(ENVOY) --wasm $(DIST) || exit 1; \
+	done
 	@sed -e 's/failStrategy:/failstrategy:/' -e 's/pluginConfig:/pluginConfg:/' examples/istio/wasmplugin.yaml > $(VENV)/misspelled.yaml
 	@if $(VENV)/bin/python examples/istio/validate.py $(VENV)/misspelled.yaml \
 	  --schema examples/istio/wasmplugin-crd-schema.json >/dev/null; then \
