@@ -103,7 +103,7 @@ run: build envoy ## The demo: Envoy + Portcullis + a local identity provider
 	ENVOY_BIN=$(abspath $(ENVOY)) ./target/debug/portcullis-harness demo
 
 hash-key: ## Print the SHA-256 (for keys_sha256) of an API key read from stdin
-	@$(CARGO) run --quiet --locked -p portcullis-harness --bin portcullis-harness -- hash-key
+	@$(CARGO) run --quiet --locked -p portcullis-cli -- hash-key
 
 cli: ## Build the operator CLI into dist/portcullis (check a config, hash a key, name an Istio cluster)
 	$(CARGO) build --release --locked -p portcullis-cli

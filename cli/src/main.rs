@@ -13,8 +13,6 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use sha2::{Digest, Sha256};
-
 const USAGE: &str = "usage:
   portcullis check CONFIG.json [--env NAME=VALUE]...
   portcullis hash-key            (the key on stdin)
@@ -80,8 +78,12 @@ fn hash_key() -> ExitCode {
         return ExitCode::from(2);
     }
     let key = key.trim_end_matches(['\r', '\n']);
-    let hex: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    println!("{hex}");
+    if key.is_empty() {
+        eprintln!("empty key on stdin");
+        return ExitCode::from(2);
+    }
+    // The filter's own hashing: what `keys_sha256` is compared with.
+    println!("{}", portcullis::apikey::hash_hex(key));
     ExitCode::SUCCESS
 }
 

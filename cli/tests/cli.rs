@@ -51,6 +51,9 @@ fn hash_key_and_istio_cluster() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
     );
+    let mut child = bin().arg("hash-key").stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(2), "an empty key is refused");
     let cluster = |u: &str| {
         String::from_utf8_lossy(&bin().args(["istio-cluster", u]).output().unwrap().stdout).trim().to_string()
     };

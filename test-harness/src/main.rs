@@ -2,16 +2,14 @@
 //!
 //! * `demo` starts the test identity provider, an echo upstream and Envoy with
 //!   `envoy/demo.yaml`, prints ready-to-paste curl commands, and runs until Ctrl-C.
-//! * `hash-key` reads an API key from stdin and prints the SHA-256 hex for `keys_sha256`.
+//! (`hash-key` is in the operator CLI, `cli/`: `make hash-key`.)
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use portcullis_harness::envoy::{envoy_bin, repo_root};
 use portcullis_harness::idp::TestIdp;
 use portcullis_harness::upstream::EchoUpstream;
-use sha2::{Digest, Sha256};
 
 /// Fixed demo ports, so the printed curl commands can be pasted as they are.
 const IDP_PORT: u16 = 18001;
@@ -23,27 +21,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("demo") => demo(),
-        Some("hash-key") => hash_key(),
         _ => {
-            eprintln!("usage: portcullis-harness demo | hash-key  (reads the key from stdin)");
+            eprintln!("usage: portcullis-harness demo");
             std::process::exit(2);
         }
     }
-}
-
-fn hash_key() {
-    let mut key = String::new();
-    if std::io::stdin().read_to_string(&mut key).is_err() {
-        eprintln!("could not read stdin");
-        std::process::exit(1);
-    }
-    let key = key.trim_end_matches(['\n', '\r']);
-    if key.is_empty() {
-        eprintln!("empty key on stdin");
-        std::process::exit(1);
-    }
-    let d = Sha256::digest(key.as_bytes());
-    println!("{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>());
 }
 
 fn demo() {
