@@ -2,7 +2,8 @@
 //!
 //! * `demo` starts the test identity provider, an echo upstream and Envoy with
 //!   `envoy/demo.yaml`, prints ready-to-paste curl commands, and runs until Ctrl-C.
-//! (`hash-key` is in the operator CLI, `cli/`: `make hash-key`.)
+//!
+//! `hash-key` is in the operator CLI (`cli/`, `make hash-key`).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
