@@ -38,6 +38,11 @@ fn check_gives_the_filters_own_messages() {
         let (code, out) = check(json, &env);
         assert_eq!((code, out), (1, format!("invalid configuration: {want}")), "{json}");
     }
+    // A secret supplied with --env is never printed, even when it is the thing refused.
+    let short = r#"{"providers":{"p":{"issuer":"i","hmac_secret_env":"S","remote_jwks":{"http_uri":{"uri":"https://idp/jwks","cluster":"idp","timeout":"1s"}}}}}"#;
+    let (code, out) = check(short, &["S=short-secret-value-xyz"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("hmac_secret_env") && !out.contains("short-secret-value-xyz"), "{out}");
     let ok = r#"{"introspection":{"endpoint":{"cluster":"idp","authority":"idp","path":"/i"},"client_id":"gw","client_secret_env":"S"}}"#;
     assert_eq!(check(ok, &["S=secret"]), (0, "configuration is valid".to_string()), "--env resolves VM variables");
 }
