@@ -34,7 +34,7 @@ use portcullis_harness::curl;
 use portcullis_harness::envoy::Envoy;
 use portcullis_harness::gateway::{Gateway, Listener};
 use portcullis_harness::http;
-use portcullis_harness::idp::{now, Behavior, Endpoint, TestIdp};
+use portcullis_harness::idp::{now, two_backend_identities, Behavior, Endpoint, TestIdp};
 use portcullis_harness::upstream::EchoUpstream;
 use serde_json::{json, Value};
 
@@ -196,12 +196,7 @@ const EXTRA_INFO_HEADER: &str = "x-login-extra";
 fn grant_config() -> Value {
     json!({"password_grant": {
         "token_path": "/oauth/token",
-        "identities": [
-            {"name": "legacy", "cluster": "idp", "authority": "idp.test", "path": "/backends/legacy/authenticate",
-             "timeout": "0.5s", "registered_at": "2024-05-01T00:00:00Z"},
-            {"name": "ldap", "cluster": "idp", "authority": "idp.test", "path": "/backends/ldap/authenticate",
-             "timeout": "0.5s", "registered_at": "2026-03-01T00:00:00Z"}
-        ],
+        "identities": two_backend_identities(),
         "mode": "forward",
         "forward": {
             "token_endpoint": {"cluster": "upstream", "authority": "token.test", "path": "/oauth/token"},

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use portcullis_harness::envoy::{self, Envoy};
 use portcullis_harness::gateway::{Gateway, Listener};
 use portcullis_harness::http;
-use portcullis_harness::idp::{now, Alg, Behavior, Endpoint, TestIdp};
+use portcullis_harness::idp::{now, two_backend_identities, Alg, Behavior, Endpoint, TestIdp};
 use portcullis_harness::upstream::EchoUpstream;
 use serde_json::{json, Value};
 
@@ -271,12 +271,7 @@ fn idp_with_users() -> TestIdp {
 fn grant(forward: Value) -> Value {
     json!({"password_grant": {
         "token_path": "/oauth/token",
-        "identities": [
-            {"name": "legacy", "cluster": "idp", "authority": "idp.test", "path": "/backends/legacy/authenticate",
-             "timeout": "0.5s", "registered_at": "2024-05-01T00:00:00Z"},
-            {"name": "ldap", "cluster": "idp", "authority": "idp.test", "path": "/backends/ldap/authenticate",
-             "timeout": "0.5s", "registered_at": "2026-03-01T00:00:00Z"}
-        ],
+        "identities": two_backend_identities(),
         "mode": "forward",
         "forward": forward
     }})

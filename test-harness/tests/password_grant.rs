@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use portcullis_harness::envoy::Envoy;
 use portcullis_harness::gateway::Gateway;
 use portcullis_harness::http;
-use portcullis_harness::idp::{Behavior, Endpoint, TestIdp};
+use portcullis_harness::idp::{two_backend_identities, Behavior, Endpoint, TestIdp};
 use portcullis_harness::oidc::jwt_claims;
 use portcullis_harness::upstream::EchoUpstream;
 use serde_json::{json, Value};
@@ -28,12 +28,7 @@ fn idp_with_users() -> TestIdp {
 fn grant(mode: &str, extra: Value) -> Value {
     let mut g = json!({
         "token_path": "/oauth/token",
-        "identities": [
-            {"name": "legacy", "cluster": "idp", "authority": "idp.test", "path": "/backends/legacy/authenticate",
-             "timeout": "0.5s", "registered_at": "2024-05-01T00:00:00Z"},
-            {"name": "ldap", "cluster": "idp", "authority": "idp.test", "path": "/backends/ldap/authenticate",
-             "timeout": "0.5s", "registered_at": "2026-03-01T00:00:00Z"}
-        ],
+        "identities": two_backend_identities(),
         "mode": mode
     });
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {

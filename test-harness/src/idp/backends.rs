@@ -15,6 +15,17 @@ use super::routing::{form_value, json_reply};
 use super::{Shared, TestIdp};
 use crate::http::Reply;
 
+/// `password_grant.identities` for the two backends the e2e tests create on this IdP (reached
+/// through the `idp` cluster): `legacy`, registered first, then `ldap`.
+pub fn two_backend_identities() -> Value {
+    json!([
+        {"name": "legacy", "cluster": "idp", "authority": "idp.test", "path": "/backends/legacy/authenticate",
+         "timeout": "0.5s", "registered_at": "2024-05-01T00:00:00Z"},
+        {"name": "ldap", "cluster": "idp", "authority": "idp.test", "path": "/backends/ldap/authenticate",
+         "timeout": "0.5s", "registered_at": "2026-03-01T00:00:00Z"}
+    ])
+}
+
 struct User {
     password: String,
     extra_info: Option<Value>,

@@ -35,6 +35,7 @@ mod webhooks;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use self::backends::two_backend_identities;
 pub use self::faults::Behavior;
 pub use self::keys::{Alg, DEFAULT_PUBLISHED, KEY_IDS};
 pub use self::mint::{b64url, forge, mint_hs256};
