@@ -25,6 +25,7 @@ two sides are independent.
 import gzip
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import sys
@@ -59,8 +60,15 @@ def split_image(image):
 
 
 def plain_http(host):
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.index("]")]
-    return name == "localhost" or name.startswith("127.") or name == "::1"
+    """Plain HTTP only for localhost or a loopback IP literal: a name such as 127.example.com
+    is not local and gets HTTPS."""
+    name = host[1:host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def compat_archive(wasm_bytes):

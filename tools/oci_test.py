@@ -66,6 +66,11 @@ def expect_refused(what, fn, needle):
 
 
 def main(wasm):
+    # Plain HTTP only for loopback: a name that merely starts with "127." gets HTTPS.
+    for host, plain in [("127.0.0.1:5000", True), ("localhost:5000", True), ("[::1]:5000", True),
+                        ("127.example.com", False), ("127.0.0.1.nip.io:5000", False), ("10.0.0.1:5000", False)]:
+        assert oci.plain_http(host) == plain, host
+    print("ok: plain HTTP for loopback registries only")
     root = tempfile.mkdtemp(prefix="portcullis-registry-")
     proc, host = start_registry(root)
     try:
