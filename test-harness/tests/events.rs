@@ -16,7 +16,11 @@
 //!    effect within ~2.5 s on credentials already verified and cached (401 `revoked`); polls
 //!    carry `If-None-Match` and happen about once a second for the whole Envoy.
 //! 6. A stalled or down sink changes nothing for requests (statuses, p50 latency), and a
-//!    stalled sink's queue stays bounded by `queue_max` (overflow counted).
+//!    stalled sink's queue, fed by both workers, stays bounded by one `queue_max` for the whole
+//!    Envoy (overflow counted).
+//!
+//! 7. A failed discovery document is reported as `discovery:<provider>`, a failed key set as
+//!    `jwks:<provider>`.
 //!
 //! Every wait is bounded; figures (times to effect, latencies, poll counts) are printed.
 
@@ -586,6 +590,36 @@ fn a_stalled_or_down_sink_changes_nothing_for_requests() {
 }
 
 #[test]
+fn a_failed_discovery_and_a_failed_key_set_are_reported_as_different_dependencies() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let cfg = json!({
+        "providers": {"corp": {"issuer": idp.issuer(), "audiences": ["orders-api"],
+            "discovery": {"cluster": "idp", "timeout": "1s"}}},
+        "events": {"sinks": {"siem": sink("siem", json!({"flush_interval": "0.2s", "kinds": ["dependency_down"]}))}}
+    });
+    // The discovery document fails first: the background fetch reports `discovery:corp`.
+    idp.set_behavior(Endpoint::Discovery, Behavior::Status(500));
+    let envoy = start(&cfg, &idp, &up);
+    let dependency = |name: &'static str| {
+        let idp = &idp;
+        move || events(idp, "siem").into_iter().find(|e| e["kind"] == "dependency_down" && e["dependency"] == name)
+    };
+    let e = wait_for(Duration::from_secs(5), dependency("discovery:corp")).expect("a discovery:corp event");
+    assert!(e["time"].is_string(), "{e}");
+    assert!(
+        !events(&idp, "siem").iter().any(|e| e["dependency"] == "jwks:corp"),
+        "the key set was never fetched: no jwks:corp event"
+    );
+    // Discovery answers; the key set it names fails: `jwks:corp` (the backoff after the first
+    // failures is a few seconds at most).
+    idp.set_behavior(Endpoint::Jwks, Behavior::Status(503));
+    idp.set_behavior(Endpoint::Discovery, Behavior::Normal);
+    let _ = wait_for(Duration::from_secs(20), dependency("jwks:corp")).expect("a jwks:corp event");
+    assert!(!envoy.log().contains("panic"));
+}
+
+#[test]
 fn a_stalled_sinks_queue_stays_bounded() {
     const QUEUE_MAX: usize = 50;
     const BATCH_MAX: usize = 10;
@@ -596,14 +630,33 @@ fn a_stalled_sinks_queue_stays_bounded() {
     let envoy = Gateway::new(&cfg).cluster("upstream", up.port).cluster("idp", idp.port).start();
     idp.set_behavior(Endpoint::Webhook("siem".into()), Behavior::Stall);
 
-    // 500 denied requests over one connection: one worker, one queue.
-    let mut conn = KeepAlive::connect(&envoy.url("/")).expect("connect");
+    // One keep-alive connection on each worker (the kernel spreads new connections: open
+    // them until both workers hold one, bounded), then 500 denied requests alternating
+    // between them: a per-worker queue would let up to twice the bound through.
+    let mut conns: Vec<Option<KeepAlive>> = vec![None, None];
+    for _ in 0..40 {
+        if conns.iter().all(Option::is_some) {
+            break;
+        }
+        let before = worker_connections(&envoy);
+        let mut c = KeepAlive::connect(&envoy.url("/")).expect("connect");
+        let r = c.get("/data", &[("x-api-key", BAD_KEY), ("x-request-id", "warm")]).expect("answered");
+        assert_eq!(r.status, 401);
+        let after = worker_connections(&envoy);
+        let w = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).position(|(a, b)| a > b);
+        if let Some(w) = w.filter(|w| *w < 2) {
+            if conns[w].is_none() {
+                conns[w] = Some(c);
+            }
+        }
+    }
+    let mut conns: Vec<KeepAlive> = conns.into_iter().map(|c| c.expect("a connection on each worker")).collect();
     for i in 0..500 {
         let id = format!("flood-{i}");
-        let r = conn.get("/data", &[("x-api-key", BAD_KEY), ("x-request-id", &id)]).expect("answered");
+        let r = conns[i % 2].get("/data", &[("x-api-key", BAD_KEY), ("x-request-id", &id)]).expect("answered");
         assert_eq!(r.status, 401, "request {i}");
     }
-    drop(conn);
+    drop(conns);
     let overflow = envoy.stat("wasmcustom.portcullis.events.dropped_overflow");
     idp.set_behavior(Endpoint::Webhook("siem".into()), Behavior::Normal);
 
@@ -617,18 +670,24 @@ fn a_stalled_sinks_queue_stays_bounded() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut ids: Vec<String> =
-        events(&idp, "siem").iter().filter_map(|e| e["request_id"].as_str().map(str::to_string)).collect();
+    let mut ids: Vec<String> = events(&idp, "siem")
+        .iter()
+        .filter_map(|e| e["request_id"].as_str().filter(|id| id.starts_with("flood-")).map(str::to_string))
+        .collect();
     let received = ids.len();
     ids.sort();
     ids.dedup();
     eprintln!(
-        "flood of 500 with the sink stalled: {} distinct events received ({received} with retries) in {} batches, \
+        "flood of 500 over both workers with the sink stalled: {} distinct events received ({received} with retries) in {} batches, \
          dropped_overflow {overflow}",
         ids.len(),
         idp.webhook_requests("siem").len()
     );
-    assert!(!ids.is_empty() && ids.len() <= QUEUE_MAX + BATCH_MAX, "at most queue_max + batch_max: {}", ids.len());
+    assert!(
+        !ids.is_empty() && ids.len() <= QUEUE_MAX + BATCH_MAX,
+        "at most queue_max + batch_max for the whole Envoy: {}",
+        ids.len()
+    );
     assert!(ids.contains(&"flood-499".to_string()), "the newest events are kept, the oldest dropped");
     assert!(overflow > 0, "overflow counted: {overflow}");
 }

@@ -33,6 +33,9 @@ pub(crate) fn validate_events(ev: &RawEvents, env: &dyn Fn(&str) -> Option<Strin
         Some(f) if (0.0..=1.0).contains(&f) => (f * 1_000_000.0).round() as u32,
         Some(_) => return err("events.sample_allowed", "must be between 0 and 1"),
     };
+    if ev.sinks.len() > crate::events::queue::MAX_SINKS {
+        return err("events.sinks", format!("at most {} sinks", crate::events::queue::MAX_SINKS));
+    }
     let mut sinks = Vec::new();
     for (name, s) in &ev.sinks {
         let path = format!("events.sinks.{name}");
@@ -93,7 +96,10 @@ pub(crate) fn validate_events(ev: &RawEvents, env: &dyn Fn(&str) -> Option<Strin
         };
         sinks.push(Sink { name: name.clone(), endpoint, headers, batch_max, flush_interval_ms, queue_max, kinds });
     }
-    Ok(Events { log: ev.log, sample_allowed_ppm, sinks })
+    // The workers' shared queue: every setting that shapes delivery (header values only
+    // through this one-way fingerprint).
+    let queue_ns = crate::store::Namespace::of("events", &[&format!("{sinks:?}")]);
+    Ok(Events { log: ev.log, sample_allowed_ppm, sinks, queue_ns })
 }
 
 pub(crate) fn validate_rules(raw: &[RawRule], events: &Events) -> Result<Rules, ConfigError> {

@@ -392,6 +392,8 @@ pub struct Events {
     /// Which fraction of allowed requests become events, in parts per million.
     pub sample_allowed_ppm: u32,
     pub sinks: Vec<Sink>,
+    /// Names the host queue the workers hand events to (see [`crate::events::queue`]).
+    pub queue_ns: crate::store::Namespace,
 }
 
 impl Events {

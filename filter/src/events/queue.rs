@@ -2,6 +2,11 @@
 //! least every `flush_interval` while events wait, one retry of a failed batch, then drop; when
 //! full, the oldest event is dropped (and counted). Pure: the host sends what [`Queue::due`]
 //! hands out and reports the outcome.
+//!
+//! Workers share the queues: each worker hands its events to one host shared queue as
+//! [`encode`]d messages, and the one root context that registered it last (the consumer)
+//! drains them into its [`Queue`]s with [`decode`] and sends the batches. So `queue_max` bounds
+//! the events of the whole Envoy, not of each worker.
 
 use std::collections::VecDeque;
 
@@ -86,6 +91,37 @@ impl Queue {
     }
 }
 
+/// The most sinks one configuration may name (a message carries them as a 64-bit mask).
+pub const MAX_SINKS: usize = 64;
+
+/// One event on its way to the consumer: the sinks that take it (bit `i` = sink `i`) and its
+/// JSON text, as `<mask in hex>|<json>`.
+pub fn encode(mask: u64, json: &str) -> Vec<u8> {
+    let mut out = format!("{mask:x}|").into_bytes();
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+/// The mask and JSON text of an [`encode`]d message; `None` for anything else.
+pub fn decode(msg: &[u8]) -> Option<(u64, &str)> {
+    let bar = msg.iter().position(|b| *b == b'|')?;
+    let mask = u64::from_str_radix(std::str::from_utf8(&msg[..bar]).ok()?, 16).ok()?;
+    let json = std::str::from_utf8(&msg[bar + 1..]).ok()?;
+    (mask != 0 && !json.is_empty()).then_some((mask, json))
+}
+
+/// Pushes one decoded message into the queues its mask names; how many events were dropped
+/// for room (drop-oldest).
+pub fn deliver(queues: &mut [Queue], mask: u64, json: &str) -> u64 {
+    let mut dropped = 0;
+    for (i, q) in queues.iter_mut().enumerate().take(MAX_SINKS) {
+        if mask & (1 << i) != 0 && q.push(json.to_string()) {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
 /// What became of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -125,5 +161,25 @@ mod tests {
         assert_eq!(q.len(), 5);
         assert_eq!(q.drops.overflow, 3, "the oldest go when full");
         assert_eq!(q.due(5000).as_deref(), Some("[3,4]"));
+    }
+
+    #[test]
+    fn messages_between_workers_round_trip_and_refuse_garbage() {
+        let m = encode(0b101, r#"{"kind":"denied","path":"/a|b"}"#);
+        assert_eq!(m, br#"5|{"kind":"denied","path":"/a|b"}"#.to_vec());
+        assert_eq!(decode(&m), Some((5, r#"{"kind":"denied","path":"/a|b"}"#)));
+        let top = encode(1 << 63, "{}");
+        assert_eq!(decode(&top), Some((1 << 63, "{}")));
+        for bad in [&b""[..], b"|{}", b"0|{}", b"5|", b"zz|{}", b"5{}", b"10000000000000000|{}", b"5|\xff"] {
+            assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(decode(&[b'5', b'|', 0xff]), None, "not UTF-8");
+
+        let mut qs = vec![Queue::new(2, 10, 0), Queue::new(2, 10, 0), Queue::new(2, 10, 0)];
+        assert_eq!(deliver(&mut qs, 0b101, "a"), 0);
+        assert_eq!(deliver(&mut qs, 0b001, "b"), 0);
+        assert_eq!(deliver(&mut qs, 0b001, "c"), 1, "the first queue is full: its oldest goes");
+        assert_eq!((qs[0].len(), qs[1].len(), qs[2].len()), (2, 0, 1));
+        assert_eq!(deliver(&mut qs, 1 << 40, "x"), 0, "a sink this configuration lacks takes nothing");
     }
 }

@@ -14,7 +14,7 @@ use super::native::{HostSigner, HostVerifier};
 use super::store::HostStore;
 use super::{dispatch, log, read_reply};
 use crate::config::{self, Config};
-use crate::events::queue::{Outcome, Queue};
+use crate::events::queue::{self, Outcome, Queue};
 use crate::events::{Event, Kind};
 use crate::flow::WorkerState;
 use crate::jwt::keys::{Fetch, Fetched};
@@ -30,8 +30,12 @@ pub(crate) struct Shared {
     pub requests: Requests,
     /// Counts not yet handed to Envoy (metric id → count).
     pub pending_counts: RefCell<HashMap<u32, u64>>,
-    /// One bounded queue per event sink (this worker's events; flushed by its root's tick).
+    /// One bounded queue per event sink. Workers enqueue their events on the host queue
+    /// `events_queue`; only the root that drains it (the last to register) fills these, so the
+    /// bound holds for the whole Envoy. Without a host queue, this worker's own events.
     pub sinks: RefCell<Vec<Queue>>,
+    /// The host shared queue every worker hands events to.
+    pub events_queue: Option<u32>,
 }
 
 impl Shared {
@@ -68,28 +72,49 @@ impl Shared {
                 continue;
             }
             let kind = e.kind();
-            let takers: Vec<usize> = ev
+            let mask = ev
                 .sinks
                 .iter()
                 .enumerate()
                 .filter(|(i, s)| s.kinds.contains(&kind) || e.to_sink == Some(*i))
-                .map(|(i, _)| i)
-                .collect();
-            if !(ev.log || kind == Kind::LockedOut || !takers.is_empty()) {
+                .fold(0u64, |m, (i, _)| m | (1 << i));
+            if !(ev.log || kind == Kind::LockedOut || mask != 0) {
                 continue;
             }
             let json = e.to_json().to_string();
             if ev.log || kind == Kind::LockedOut {
                 log(LogLevel::Info, &json);
             }
-            for i in takers {
-                if let Some(q) = sinks.get_mut(i) {
-                    if q.push(json.clone()) {
-                        self.bump(&[Counter::EventsDroppedOverflow]);
-                    }
-                }
+            if mask == 0 {
+                continue;
+            }
+            let shared_ok = self
+                .events_queue
+                .is_some_and(|q| hostcalls::enqueue_shared_queue(q, Some(&queue::encode(mask, &json))).is_ok());
+            if !shared_ok {
+                let dropped = queue::deliver(&mut sinks, mask, &json);
+                self.bump_n(Counter::EventsDroppedOverflow, dropped);
             }
         }
+    }
+
+    /// Moves what the workers enqueued into this root's sink queues (bounded per call; the
+    /// host announces every enqueue, so what is left comes with the next call).
+    pub fn drain_events(&self, queue_id: u32) {
+        let mut sinks = self.sinks.borrow_mut();
+        let mut dropped = 0;
+        for _ in 0..4096 {
+            match hostcalls::dequeue_shared_queue(queue_id) {
+                Ok(Some(msg)) => {
+                    if let Some((mask, json)) = queue::decode(&msg) {
+                        dropped += queue::deliver(&mut sinks, mask, json);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        drop(sinks);
+        self.bump_n(Counter::EventsDroppedOverflow, dropped);
     }
 
     /// Adds the pending counts to Envoy's counters.
@@ -292,7 +317,9 @@ impl Root {
             Fetched::Next(next) => self.start(shared, next),
             Fetched::Failed(why) => {
                 shared.bump(&[Counter::JwksFetchFailed]);
-                shared.record_events(&[crate::flow::dependency_down(&format!("jwks:{name}"), super::http::clock())]);
+                // The discovery document and the key set are separate dependencies.
+                let what = if f.stage == crate::jwt::keys::Stage::Discovery { "discovery" } else { "jwks" };
+                shared.record_events(&[crate::flow::dependency_down(&format!("{what}:{name}"), super::http::clock())]);
                 log(
                     LogLevel::Warn,
                     &format!("provider {name:?}: key set fetch failed: {why}; keeping the last good set if any"),
@@ -361,6 +388,19 @@ impl RootContext for Root {
         // Requests can park behind an introspection or a provider's first key-set fetch.
         let sinks: Vec<Queue> =
             cfg.events.sinks.iter().map(|s| Queue::new(s.queue_max, s.batch_max, s.flush_interval_ms)).collect();
+        // One host queue per sink configuration; registering makes this root its consumer
+        // (the last root to register drains it; every root may enqueue).
+        let events_queue = if cfg.events.sinks.is_empty() {
+            None
+        } else {
+            match hostcalls::register_shared_queue(&cfg.events.queue_ns.key("queue")) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    log(LogLevel::Warn, &format!("event queue not shared ({e:?}): each worker queues its own events"));
+                    None
+                }
+            }
+        };
         let parking = cfg.introspection.is_some()
             || cfg.revocation.is_some()
             || cfg.providers.iter().any(|p| !matches!(p.keys, crate::config::KeySource::Local(_)));
@@ -378,6 +418,7 @@ impl RootContext for Root {
             requests: Requests::default(),
             pending_counts: RefCell::new(HashMap::new()),
             sinks: RefCell::new(sinks),
+            events_queue,
         }));
         // The tick flushes stats (every 100 ms), keeps remote key sets fresh (callouts cannot
         // start inside on_configure: the cluster manager answers BadArgument, so the first
@@ -406,6 +447,14 @@ impl RootContext for Root {
             }
         }
         self.start_fetches();
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(shared) = self.shared.clone() {
+            if shared.events_queue == Some(queue_id) {
+                shared.drain_events(queue_id);
+            }
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
