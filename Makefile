@@ -12,7 +12,7 @@ ENVOY_VERSION := 1.40.0
 # Every Envoy config that must pass `envoy --mode validate`.
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml) $(wildcard examples/envoy/*.yaml)
 
-.PHONY: help build envoy rls-deps node-deps lint fmt-check clippy unit validate e2e test run bench hash-key cli check istio-validate oci oci-test release clean
+.PHONY: help build envoy rls-deps node-deps lint fmt-check clippy unit validate e2e test run bench hash-key cli check schema examples-check istio-validate oci oci-test release clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -75,15 +75,19 @@ validate: build envoy ## envoy --mode validate on every Envoy config in envoy/ a
 e2e: build envoy node-deps rls-deps ## End-to-end tests through a real Envoy (2 workers)
 	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) test --locked -p portcullis-harness --tests -- --test-threads=2
 
-istio-validate: build envoy $(VENV)/.istio-deps ## The Istio WasmPlugin example: CRD schema, CEL rules, unknown fields, pluginConfig loaded by the filter
+istio-validate: build envoy $(VENV)/.istio-deps ## The Istio WasmPlugin and TrafficExtension examples: CRD schema, CEL rules, unknown fields, pluginConfig loaded by the filter
 	@for f in examples/istio/wasmplugin.yaml examples/istio/wasmplugin-gateway.yaml; do \
 	  $(VENV)/bin/python examples/istio/validate.py $$f \
 	    --schema examples/istio/wasmplugin-crd-schema.json --envoy $(ENVOY) --wasm $(DIST) || exit 1; \
 	done
-	@sed -e 's/failStrategy:/failstrategy:/' -e 's/pluginConfig:/pluginConfg:/' examples/istio/wasmplugin.yaml > $(VENV)/misspelled.yaml
-	@if $(VENV)/bin/python examples/istio/validate.py $(VENV)/misspelled.yaml \
-	  --schema examples/istio/wasmplugin-crd-schema.json >/dev/null; then \
-	  echo "validate.py accepted misspelled spec fields"; exit 1; else echo "misspelled fields refused: ok"; fi
+	$(VENV)/bin/python examples/istio/validate.py examples/istio/trafficextension.yaml \
+	  --schema examples/istio/trafficextension-crd-schema.json --envoy $(ENVOY) --wasm $(DIST)
+	@for k in wasmplugin trafficextension; do \
+	  sed -e 's/failStrategy:/failstrategy:/' -e 's/pluginConfig:/pluginConfg:/' examples/istio/$$k.yaml > $(VENV)/misspelled.yaml; \
+	  if $(VENV)/bin/python examples/istio/validate.py $(VENV)/misspelled.yaml \
+	    --schema examples/istio/$$k-crd-schema.json >/dev/null; then \
+	    echo "validate.py accepted misspelled spec fields ($$k)"; exit 1; else echo "misspelled fields refused ($$k): ok"; fi; \
+	done
 
 oci: build $(VENV)/.oci-deps ## Push IMAGE=<registry>/<name>:<tag> (oci layout) and <tag>-compat; prints the sha256 to pin
 	@test -n "$(IMAGE)" || { echo "usage: make oci IMAGE=<registry>/<name>:<tag>"; exit 2; }
@@ -92,10 +96,18 @@ oci: build $(VENV)/.oci-deps ## Push IMAGE=<registry>/<name>:<tag> (oci layout) 
 oci-test: build $(VENV)/.oci-deps ## Push both layouts to a real registry on 127.0.0.1 and pull them back as Istio does
 	$(VENV)/bin/python tools/oci_test.py $(DIST)
 
-release: build ## dist/: portcullis.wasm and portcullis.wasm.sha256
+release: build ## dist/: portcullis.wasm, its sha256 and the configuration's JSON Schema
+	cp schema/portcullis.schema.json dist/portcullis.schema.json
 	cd dist && sha256sum portcullis.wasm > portcullis.wasm.sha256 && cat portcullis.wasm.sha256
 
-test: lint unit build validate istio-validate oci-test e2e ## Everything CI runs
+schema: ## Regenerate schema/portcullis.schema.json from the configuration types
+	$(CARGO) run --quiet --locked -p portcullis-cli -- schema > schema/portcullis.schema.json
+	@echo "schema/portcullis.schema.json written"
+
+examples-check: cli $(VENV)/.istio-deps ## Every example configuration: JSON Schema + portcullis check; broken ones refused
+	$(VENV)/bin/python tools/check_examples.py --cli dist/portcullis --schema schema/portcullis.schema.json
+
+test: lint unit build validate istio-validate examples-check oci-test e2e ## Everything CI runs
 	@echo "make test: all passed"
 
 run: build envoy ## The demo: Envoy + Portcullis + a local identity provider

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! portcullis check CONFIG.json [--env NAME=VALUE]...   exit 0 (warnings on stderr) or 1 + the error
+//! portcullis schema                                    the configuration's JSON Schema (2020-12)
 //! portcullis hash-key                                  SHA-256 hex of the key on stdin (for keys_sha256)
 //! portcullis istio-cluster URL                         outbound|<port>||<host> (Istio's cluster name)
 //! ```
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   portcullis check CONFIG.json [--env NAME=VALUE]...
+  portcullis schema              (JSON Schema 2020-12 of the configuration, on stdout)
   portcullis hash-key            (the key on stdin)
   portcullis istio-cluster URL";
 
@@ -22,6 +24,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("check") => check(&args[1..]),
+        Some("schema") => {
+            let text = serde_json::to_string_pretty(&portcullis::config::json_schema()).unwrap_or_default();
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
         Some("hash-key") => hash_key(),
         Some("istio-cluster") => istio_cluster(args.get(1).map(String::as_str)),
         _ => {

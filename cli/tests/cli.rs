@@ -33,6 +33,19 @@ fn check_gives_the_filters_own_messages() {
         ),
         (r#"{"rules":[{"name":"r"}]}"#, vec![]),
         ("not json", vec![]),
+        ("[]", vec![]),
+        ("", vec![]),
+        (r#"{"modee":"shadow"}"#, vec![]),
+        (r#"{"verified_token_cache_size":"big"}"#, vec![]),
+        (r#"{"routes":[{"requires":"none"}]}"#, vec![]),
+        (r#"{"requires":{"one_of":["p"]}}"#, vec![]),
+        (r#"{"providers":{"p":{"issuer":"i","local_jwks":{"inline_string":"{"keys":[]}"}}}}"#, vec![]),
+        (r#"{"api_keys":{"from_headers":["x-api-key"],"clients":[{"client_id":"c","keys_sha256":["abc"]}]}}"#, vec![]),
+        (r#"{"events":{"sinks":{"s":{"cluster":"","path":"/i"}}}}"#, vec![]),
+        (
+            r#"{"rules":[{"name":"r","on":{"kind":"denied"},"key":"source","threshold":1,"window":"60","actions":[{"alert":"s"}]}]}"#,
+            vec![],
+        ),
     ] {
         let want = portcullis::config::parse(json.as_bytes(), &|_| None).unwrap_err().to_string();
         let (code, out) = check(json, &env);
@@ -65,4 +78,21 @@ fn hash_key_and_istio_cluster() {
     assert_eq!(cluster("https://IdP.example.com/jwks"), "outbound|443||idp.example.com");
     assert_eq!(cluster("http://idp.ns.svc.cluster.local:8080/x"), "outbound|8080||idp.ns.svc.cluster.local");
     assert_eq!(bin().args(["istio-cluster", "ftp://x"]).output().unwrap().status.code(), Some(2));
+}
+
+#[test]
+fn the_committed_schema_is_what_portcullis_schema_prints() {
+    let out = bin().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/portcullis.schema.json");
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        printed == committed,
+        "schema/portcullis.schema.json is stale: run `cargo run -p portcullis-cli -- schema > schema/portcullis.schema.json`"
+    );
+    let v: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(v["additionalProperties"], false, "unknown top-level fields are refused, as by the filter");
+    assert!(v["$defs"].as_object().unwrap().keys().all(|k| !k.starts_with("Raw")), "no internal type names");
 }

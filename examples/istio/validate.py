@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Validate the WasmPlugin documents of a (multi-document) YAML file.
+"""Validate the WasmPlugin (or TrafficExtension) documents of a (multi-document) YAML file.
 
-1. Every `kind: WasmPlugin` document is checked against the CRD's openAPIV3Schema with
+The kind is the one the --schema file describes: wasmplugin-crd-schema.json checks the
+`kind: WasmPlugin` documents, trafficextension-crd-schema.json the `kind: TrafficExtension`
+ones (whose Wasm fields - url, vmConfig, pluginConfig, pluginName - sit under `spec.wasm`
+instead of directly under `spec`). Documents of the other kind are skipped.
+
+1. Every document of that kind is checked against the CRD's openAPIV3Schema with
    `jsonschema` (the schema of istio/api; see README.md for where to get it).
 2. The CRD's CEL rules (`x-kubernetes-validations`), which `jsonschema` cannot evaluate, are
    re-implemented here by hand:
      - at most one of selector / targetRef / targetRefs;
+     - TrafficExtension: exactly one of wasm / lua;
      - selector.matchLabels: no '*' in keys or values, no empty keys;
      - targetRef(s).namespace must be empty (no cross-namespace references);
      - url scheme is one of "", http, https, oci, file;
@@ -24,7 +30,8 @@ Usage (from the repository root):
   /tmp/jsv/bin/python examples/istio/validate.py examples/istio/wasmplugin.yaml \
       --schema ../shared/istio/wasmplugin-crd-schema.json \
       [--envoy .venv/bin/envoy --wasm dist/portcullis.wasm]
-Exit status 0 when every WasmPlugin document passes, 1 otherwise.
+Exit status 0 when every document of the schema's kind passes (and there is at least one),
+1 otherwise.
 """
 
 import argparse
@@ -40,9 +47,32 @@ import jsonschema
 import yaml
 
 
-def cel_checks(spec):
+def schema_kind(schema):
+    """The kind a --schema file describes: TrafficExtension's spec has `wasm` (and `lua`),
+    WasmPlugin's has `url` directly under spec. None if neither."""
+    props = (((schema.get("properties") or {}).get("spec") or {}).get("properties")) or {}
+    if "wasm" in props:
+        return "TrafficExtension"
+    if "url" in props:
+        return "WasmPlugin"
+    return None
+
+
+def wasm_fields(kind, spec):
+    """Where the Wasm module's fields (url, vmConfig, pluginConfig, pluginName) are, and their
+    path: `spec` for a WasmPlugin, `spec.wasm` for a TrafficExtension (None there when it has
+    no `wasm`, e.g. a Lua extension)."""
+    if kind == "TrafficExtension":
+        wasm = spec.get("wasm")
+        return (wasm if isinstance(wasm, dict) else None), "spec.wasm"
+    return spec, "spec"
+
+
+def cel_checks(spec, kind="WasmPlugin"):
     """The CRD's CEL rules, by hand. Returns a list of error strings."""
     errors = []
+    if kind == "TrafficExtension" and ("wasm" in spec) == ("lua" in spec):
+        errors.append("spec: exactly one of wasm or lua must be set")
     present = [k for k in ("selector", "targetRef", "targetRefs") if k in spec]
     if len(present) > 1:
         errors.append(f"spec: only one of targetRefs or selector can be set (found {', '.join(present)})")
@@ -58,15 +88,17 @@ def cel_checks(spec):
     for i, r in enumerate(refs):
         if isinstance(r, dict) and r.get("namespace"):
             errors.append(f"spec.targetRef(s)[{i}].namespace: cross namespace referencing is not currently supported")
-    url = spec.get("url")
+    body, where = wasm_fields(kind, spec)
+    body = body or {}
+    url = body.get("url")
     if isinstance(url, str) and url:
         # CEL: isURL(self) ? scheme in [...] : isURL("http://" + self) && ...
         scheme = urlsplit(url).scheme if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url) else ""
         if scheme not in ("", "http", "https", "oci", "file"):
-            errors.append(f"spec.url: url must have schema one of [http, https, file, oci] (got {scheme!r})")
-    for i, e in enumerate((spec.get("vmConfig") or {}).get("env") or []):
+            errors.append(f"{where}.url: url must have schema one of [http, https, file, oci] (got {scheme!r})")
+    for i, e in enumerate((body.get("vmConfig") or {}).get("env") or []):
         if isinstance(e, dict) and e.get("valueFrom", "") == "HOST" and "value" in e:
-            errors.append(f"spec.vmConfig.env[{i}]: value may only be set when valueFrom is INLINE")
+            errors.append(f"{where}.vmConfig.env[{i}]: value may only be set when valueFrom is INLINE")
     return errors
 
 
@@ -114,7 +146,8 @@ def clusters_named(obj):
 
 
 def envoy_check(spec, envoy, wasm):
-    """Loads spec.pluginConfig into Portcullis through `envoy --mode validate`."""
+    """Loads pluginConfig into Portcullis through `envoy --mode validate`. `spec` is what
+    wasm_fields() returns: a WasmPlugin's spec, or a TrafficExtension's spec.wasm."""
     plugin_config = json.dumps(spec.get("pluginConfig") or {})
     env = {e["name"]: "dummy-value-for-validation-only-0123456789abcdef"
            for e in (spec.get("vmConfig") or {}).get("env") or [] if isinstance(e, dict) and "name" in e}
@@ -174,7 +207,8 @@ def envoy_check(spec, envoy, wasm):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("manifest", help="YAML file, one or more documents")
-    ap.add_argument("--schema", required=True, help="WasmPlugin CRD openAPIV3Schema as JSON")
+    ap.add_argument("--schema", required=True,
+                    help="WasmPlugin or TrafficExtension CRD openAPIV3Schema as JSON (picks the kind checked)")
     ap.add_argument("--envoy", help="Envoy binary: also load each pluginConfig into Portcullis")
     ap.add_argument("--wasm", help="the Portcullis module for --envoy (dist/portcullis.wasm)")
     args = ap.parse_args()
@@ -183,6 +217,9 @@ def main():
 
     with open(args.schema) as f:
         schema = json.load(f)
+    want = schema_kind(schema)
+    if want is None:
+        ap.error(f"{args.schema}: neither a WasmPlugin nor a TrafficExtension openAPIV3Schema")
     validator = jsonschema.Draft7Validator(schema)
     with open(args.manifest) as f:
         docs = [d for d in yaml.safe_load_all(f) if d is not None]
@@ -193,7 +230,7 @@ def main():
         kind = doc.get("kind", "?")
         name = (doc.get("metadata") or {}).get("name", "?")
         label = f"document {i + 1} ({kind} {name})"
-        if kind != "WasmPlugin":
+        if kind != want:
             print(f"skipped: {label}: no schema for this kind here")
             continue
         plugins += 1
@@ -206,25 +243,26 @@ def main():
         for e in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
             where = ".".join(str(p) for p in e.absolute_path) or "(document)"
             errors.append(f"schema: {where}: {e.message}")
-        errors += cel_checks(doc.get("spec") or {})
+        errors += cel_checks(doc.get("spec") or {}, kind)
         spec_schema = (schema.get("properties") or {}).get("spec")
         if isinstance(doc.get("spec"), dict) and spec_schema:
             errors += unknown_fields(doc["spec"], spec_schema)
         for k in doc:
             if k not in ("apiVersion", "kind", "metadata", "spec", "status"):
                 errors.append(f"{k}: unknown top-level field")
-        if args.envoy and not errors:
-            errors += envoy_check(doc["spec"], args.envoy, args.wasm)
+        fields = wasm_fields(kind, doc["spec"])[0] if isinstance(doc.get("spec"), dict) else None
+        if args.envoy and not errors and fields is not None:
+            errors += envoy_check(fields, args.envoy, args.wasm)
         if errors:
             failed += 1
             print(f"INVALID: {label}")
             for e in errors:
                 print(f"  - {e}")
         else:
-            checks = "schema + CEL rules" + (" + Portcullis pluginConfig" if args.envoy else "")
+            checks = "schema + CEL rules" + (" + Portcullis pluginConfig" if args.envoy and fields is not None else "")
             print(f"valid: {label} ({checks})")
     if plugins == 0:
-        print("no WasmPlugin document found")
+        print(f"no {want} document found")
         return 1
     return 1 if failed else 0
 

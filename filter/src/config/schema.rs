@@ -10,8 +10,10 @@ use serde::Deserialize;
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["enforce", "shadow", null])))]
     pub(crate) mode: Option<String>,
     pub(crate) realm: Option<String>,
     pub(crate) stats_instance: Option<String>,
@@ -25,7 +27,9 @@ pub(crate) struct RawConfig {
     pub(crate) routes: Vec<RawRoute>,
     pub(crate) requires: Option<RawRequires>,
     pub(crate) events: Option<RawEvents>,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["fail_closed", "anonymous", null])))]
     pub(crate) on_dependency_down: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["auto", "pure", null])))]
     pub(crate) crypto: Option<String>,
     pub(crate) verified_token_cache_size: Option<u64>,
     #[serde(default)]
@@ -37,6 +41,7 @@ pub(crate) struct RawConfig {
 
 /// A trigger rule.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRule {
     pub(crate) name: String,
@@ -50,6 +55,7 @@ pub(crate) struct RawRule {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRuleOn {
     pub(crate) kind: String,
@@ -60,6 +66,7 @@ pub(crate) struct RawRuleOn {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAnomaly {
     pub(crate) factor: f64,
@@ -68,6 +75,7 @@ pub(crate) struct RawAnomaly {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRuleAction {
     pub(crate) alert: Option<String>,
@@ -77,6 +85,7 @@ pub(crate) struct RawRuleAction {
 
 /// `revocation`: the list to poll.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRevocation {
     pub(crate) endpoint: RawEndpoint,
@@ -85,6 +94,7 @@ pub(crate) struct RawRevocation {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProvider {
     pub(crate) issuer: Option<String>,
@@ -124,6 +134,7 @@ pub(crate) struct RawProvider {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHttpUri {
     pub(crate) uri: String,
@@ -132,6 +143,7 @@ pub(crate) struct RawHttpUri {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRemoteJwks {
     pub(crate) http_uri: RawHttpUri,
@@ -145,6 +157,7 @@ pub(crate) struct RawRemoteJwks {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLocalJwks {
     pub(crate) inline_string: Option<String>,
@@ -153,6 +166,7 @@ pub(crate) struct RawLocalJwks {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDiscovery {
     pub(crate) cluster: String,
@@ -161,6 +175,7 @@ pub(crate) struct RawDiscovery {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderSource {
     pub(crate) name: String,
@@ -168,6 +183,7 @@ pub(crate) struct RawHeaderSource {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClaimToHeader {
     pub(crate) header_name: String,
@@ -175,6 +191,7 @@ pub(crate) struct RawClaimToHeader {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApiKeys {
     #[serde(default)]
@@ -188,6 +205,7 @@ pub(crate) struct RawApiKeys {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApiClient {
     pub(crate) client_id: String,
@@ -200,6 +218,7 @@ pub(crate) struct RawApiClient {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEndpoint {
     pub(crate) cluster: String,
@@ -209,6 +228,7 @@ pub(crate) struct RawEndpoint {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIntrospection {
     pub(crate) endpoint: RawEndpoint,
@@ -233,10 +253,12 @@ pub(crate) struct RawIntrospection {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPasswordGrant {
     pub(crate) token_path: String,
     pub(crate) identities: Vec<RawIdentity>,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["issue", "forward"])))]
     pub(crate) mode: String,
     pub(crate) issue: Option<RawIssue>,
     pub(crate) forward: Option<RawForwardHeaders>,
@@ -245,6 +267,7 @@ pub(crate) struct RawPasswordGrant {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIdentity {
     pub(crate) name: String,
@@ -256,6 +279,7 @@ pub(crate) struct RawIdentity {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIssue {
     pub(crate) issuer: String,
@@ -270,6 +294,7 @@ pub(crate) struct RawIssue {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawForwardHeaders {
     pub(crate) identity_header: Option<String>,
@@ -280,6 +305,7 @@ pub(crate) struct RawForwardHeaders {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLockout {
     pub(crate) max_failures: u64,
@@ -289,6 +315,7 @@ pub(crate) struct RawLockout {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRateLimit {
     #[serde(default)]
@@ -301,6 +328,7 @@ pub(crate) struct RawRateLimit {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPlan {
     pub(crate) requests: u64,
@@ -310,6 +338,7 @@ pub(crate) struct RawPlan {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGlobal {
     pub(crate) cluster: String,
@@ -318,9 +347,11 @@ pub(crate) struct RawGlobal {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     pub(crate) name: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["enforce", "shadow", null])))]
     pub(crate) mode: Option<String>,
     #[serde(rename = "match")]
     pub(crate) matcher: RawMatch,
@@ -338,6 +369,7 @@ pub(crate) struct RawRoute {
 
 /// A `when` condition (Istio `AuthorizationPolicy` style).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCondition {
     pub(crate) key: String,
@@ -348,6 +380,7 @@ pub(crate) struct RawCondition {
 
 /// A `match.headers` entry.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHeaderMatch {
     pub(crate) name: String,
@@ -357,6 +390,7 @@ pub(crate) struct RawHeaderMatch {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMatch {
     pub(crate) prefix: Option<String>,
@@ -370,6 +404,7 @@ pub(crate) struct RawMatch {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub(crate) enum RawRequires {
     Word(String),
@@ -377,6 +412,7 @@ pub(crate) enum RawRequires {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRequiresList {
     pub(crate) any: Option<Vec<String>>,
@@ -385,6 +421,7 @@ pub(crate) struct RawRequiresList {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEvents {
     #[serde(default)]
@@ -396,6 +433,7 @@ pub(crate) struct RawEvents {
 
 /// An event sink (webhook).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSink {
     pub(crate) cluster: String,
@@ -412,6 +450,7 @@ pub(crate) struct RawSink {
 
 /// A header a sink request carries (`value`, or `value_env` naming a VM environment variable).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSinkHeader {
     pub(crate) name: String,
@@ -429,6 +468,24 @@ impl std::ops::Deref for Duration {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: protobuf-JSON text (\"300s\", \"0.5s\") or {\"seconds\": 300, \"nanos\": 0}.",
+            "oneOf": [
+                {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?s$"},
+                {"type": "object", "additionalProperties": false,
+                 "properties": {"seconds": {"type": "integer", "minimum": 0}, "nanos": {"type": "integer", "minimum": 0, "maximum": 999999999}}}
+            ]
+        })
     }
 }
 
@@ -467,6 +524,7 @@ impl<'de> Deserialize<'de> for Duration {
 
 /// Envoy's `type.matcher.v3.StringMatcher` (as in `jwt_authn` `subjects`).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStringMatcher {
     pub(crate) exact: Option<String>,
@@ -480,6 +538,7 @@ pub(crate) struct RawStringMatcher {
 
 /// `jwt_authn` `JwtCacheConfig`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawJwtCacheConfig {
     pub(crate) jwt_cache_size: Option<u64>,
@@ -490,6 +549,7 @@ pub(crate) struct RawJwtCacheConfig {
 
 /// `jwt_authn` `JwtProvider.NormalizePayload`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNormalizePayload {
     #[serde(default)]

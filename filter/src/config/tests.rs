@@ -79,9 +79,9 @@ const INVALID: &[(&str, &str)] = &[
     (r#"{"mode":1}"#, "mode: invalid type: integer `1`, expected a string"),
     (
         r#"{"providers":{"corp":{"clock_skew_seconds":"60"}}}"#,
-        "providers.corp.clock_skew_seconds: invalid type: string \"60\", expected u64",
+        "providers.corp.clock_skew_seconds: invalid type: string \"60\", expected a non-negative integer",
     ),
-    (r#"{"verified_token_cache_size":-1}"#, "verified_token_cache_size: invalid value: integer `-1`, expected u64"),
+    (r#"{"verified_token_cache_size":-1}"#, "verified_token_cache_size: invalid value: integer `-1`, expected a non-negative integer"),
     (r#"{"routes":{}}"#, "routes: invalid type: map, expected a sequence"),
     (r#"{"providers":[]}"#, "providers: invalid type: sequence, expected a map"),
     (
