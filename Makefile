@@ -104,8 +104,9 @@ schema: ## Regenerate schema/portcullis.schema.json from the configuration types
 	$(CARGO) run --quiet --locked -p portcullis-cli -- schema > schema/portcullis.schema.json
 	@echo "schema/portcullis.schema.json written"
 
-examples-check: cli $(VENV)/.istio-deps ## Every example configuration: JSON Schema + portcullis check; broken ones refused
-	$(VENV)/bin/python tools/check_examples.py --cli dist/portcullis --schema schema/portcullis.schema.json
+examples-check: $(VENV)/.istio-deps ## Every example configuration: JSON Schema + portcullis check; broken ones refused
+	$(CARGO) build --quiet --locked -p portcullis-cli
+	$(VENV)/bin/python tools/check_examples.py --cli target/debug/portcullis --schema schema/portcullis.schema.json
 
 test: lint unit build validate istio-validate examples-check oci-test e2e ## Everything CI runs
 	@echo "make test: all passed"

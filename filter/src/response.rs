@@ -30,11 +30,24 @@ pub struct Rejection {
     pub retry_after: Option<u64>,
     /// Further headers (rate-limit headers on a 429).
     pub extra_headers: Vec<(String, String)>,
+    /// Who had authenticated when a later stage refused (authorization, revocation, rate
+    /// limit), for access logs and events: the client id and the methods (as in
+    /// `x-portcullis-auth`). Never rendered into the response.
+    pub client: Option<String>,
+    pub auth: Option<String>,
 }
 
 impl Rejection {
     pub fn new(reason: Reason, challenges: Challenges) -> Self {
-        Rejection { reason, challenges, scopes: Vec::new(), retry_after: None, extra_headers: Vec::new() }
+        Rejection {
+            reason,
+            challenges,
+            scopes: Vec::new(),
+            retry_after: None,
+            extra_headers: Vec::new(),
+            client: None,
+            auth: None,
+        }
     }
 }
 

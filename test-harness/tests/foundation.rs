@@ -296,7 +296,9 @@ fn stats_tags_turn_the_reason_and_instance_into_prometheus_labels() {
 fn denials_reach_the_access_log_through_filter_state() {
     let idp = TestIdp::start();
     let up = EchoUpstream::start();
-    let gw = Gateway::new(&json!({"providers": {"corp": local_provider(&idp)}})).cluster("upstream", up.port);
+    let cfg = json!({"providers": {"corp": local_provider(&idp)},
+        "routes": [{"match": {"prefix": "/admin"}, "requires": {"any": ["corp"]}, "scopes": ["orders:admin"]}]});
+    let gw = Gateway::new(&cfg).cluster("upstream", up.port);
     let mut b = gw.bootstrap();
     let log = std::env::temp_dir().join(format!("portcullis-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
@@ -315,10 +317,12 @@ fn denials_reach_the_access_log_through_filter_state() {
     assert_eq!(http::get(&envoy.url("/a"), &[("authorization", &format!("Bearer {tok}"))]).unwrap().status, 200);
     assert_eq!(http::get(&envoy.url("/b"), &[("authorization", "Bearer a.b.c")]).unwrap().status, 401);
     assert_eq!(http::get(&envoy.url("/c"), &[]).unwrap().status, 401);
+    // Authenticated, then refused: the record names the client and the method.
+    assert_eq!(http::get(&envoy.url("/admin"), &[("authorization", &format!("Bearer {tok}"))]).unwrap().status, 403);
     let mut lines = Vec::new();
     for _ in 0..50 {
         lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
-        if lines.len() >= 3 {
+        if lines.len() >= 4 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -326,7 +330,12 @@ fn denials_reach_the_access_log_through_filter_state() {
     let _ = std::fs::remove_file(&log);
     assert_eq!(
         lines,
-        vec!["200 -", "401 deny; reason=token_malformed", "401 deny; reason=missing_credentials"],
+        vec![
+            "200 -",
+            "401 deny; reason=token_malformed",
+            "401 deny; reason=missing_credentials",
+            "403 deny; reason=insufficient_scope; client=demo-client; auth=jwt:corp"
+        ],
         "the allow path sets nothing"
     );
 }

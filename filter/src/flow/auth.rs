@@ -45,14 +45,35 @@ pub(super) fn evaluate(
         Err(rej) => return Ok(Err(rej)),
     };
     if let Err(rej) = authorize(ctx, req, progress, &matched, &identities, challenges)? {
-        return Ok(Err(rej));
+        return Ok(Err(who(cfg, &identities, rej)));
     }
     let client = identities.iter().find_map(|i| i.client_id.clone());
     let response_headers = match admit(ctx, req, progress, counters, &matched, &identities, challenges)? {
         Ok(h) => h,
-        Err(rej) => return Ok(Err(rej)),
+        Err(rej) => return Ok(Err(who(cfg, &identities, rej))),
     };
     mutate(cfg, req, &identities, client, response_headers)
+}
+
+/// A refusal after authentication names who was refused (logs and events only).
+fn who(cfg: &Config, identities: &[Identity], mut rej: Rejection) -> Rejection {
+    rej.client = identities.iter().find_map(|i| i.client_id.clone());
+    let names = method_names(cfg, identities);
+    rej.auth = (!names.is_empty()).then(|| names.join(","));
+    rej
+}
+
+/// The methods that authenticated, as `x-portcullis-auth` lists them.
+fn method_names(cfg: &Config, identities: &[Identity]) -> Vec<String> {
+    identities
+        .iter()
+        .map(|id| match id.method {
+            Method::ApiKey => "api_key".to_string(),
+            Method::Mtls => "mtls".to_string(),
+            Method::Provider(i) => format!("jwt:{}", cfg.providers[i].name),
+            Method::Introspection => "introspection".to_string(),
+        })
+        .collect()
 }
 
 /// The outcome of one evaluation stage: go on with `T`, refuse, or pause for a callout.
@@ -347,21 +368,19 @@ fn mutate(
     let mut mutations = base_mutations(cfg, req);
     mutations.response_headers = response_headers;
     let mut path = req.path.clone();
-    let mut method_names = Vec::new();
+    let method_names = method_names(cfg, identities);
     for id in identities {
         match id.method {
             Method::ApiKey => {
-                method_names.push("api_key".to_string());
                 if cfg.api_keys.as_ref().is_some_and(|a| a.hide_credentials) {
                     if let Some(f) = &id.found {
                         strip_credential(&f.source, &mut mutations, &mut path, req);
                     }
                 }
             }
-            Method::Mtls => method_names.push("mtls".to_string()),
+            Method::Mtls => {}
             Method::Provider(i) => {
                 let p = &cfg.providers[i];
-                method_names.push(format!("jwt:{}", p.name));
                 let Some(v) = &id.verified else { continue };
                 if let (false, Some(f)) = (p.forward, &id.found) {
                     strip_credential(&f.source, &mut mutations, &mut path, req);
@@ -388,7 +407,6 @@ fn mutate(
                 }
             }
             Method::Introspection => {
-                method_names.push("introspection".to_string());
                 let (Some(ic), Some(r)) = (&cfg.introspection, &id.introspected) else { continue };
                 // The opaque token never goes upstream: a by-value JWT or the claims do.
                 if let Some(f) = &id.found {

@@ -147,6 +147,9 @@ pub struct Decision {
     pub reason: Option<Reason>,
     /// The authenticated client, for logs.
     pub client: Option<String>,
+    /// The methods that authenticated (as in `x-portcullis-auth`), for access logs; set on
+    /// refusals that came after authentication.
+    pub auth: Option<String>,
     /// Counters to increment.
     pub counters: Vec<Counter>,
     /// Events for the host to log and queue for sinks.
@@ -164,19 +167,25 @@ impl Decision {
     /// would have been (shadow mode), so the allow path pays nothing: `deny; reason=<code>` or
     /// `shadow_deny; reason=<code>`, then `; client=<id>` when a client was identified and its
     /// id is plain (`[A-Za-z0-9._:@/-]`, at most 128 bytes: nothing a log line could be forged
-    /// with). Never a token, key or secret.
+    /// with), then `; auth=<methods>` when the refusal came after authentication (as in
+    /// `x-portcullis-auth`: `jwt:corp,api_key`). Never a token, key or secret.
     pub fn log_record(&self) -> Option<String> {
         let reason = self.reason?;
         let verdict = match self.action {
             Action::Reply(_) => "deny",
             Action::Continue(_) => "shadow_deny",
         };
+        let plain = |c: &&str| {
+            !c.is_empty() && c.len() <= 128 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@/,-".contains(&b))
+        };
         let mut out = format!("{verdict}; reason={}", reason.code());
-        if let Some(c) = self.client.as_deref().filter(|c| {
-            !c.is_empty() && c.len() <= 128 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@/-".contains(&b))
-        }) {
+        if let Some(c) = self.client.as_deref().filter(|c| plain(c) && !c.contains(',')) {
             out.push_str("; client=");
             out.push_str(c);
+        }
+        if let Some(a) = self.auth.as_deref().filter(plain) {
+            out.push_str("; auth=");
+            out.push_str(a);
         }
         Some(out)
     }
@@ -355,6 +364,7 @@ fn start_inner(ctx: &mut Ctx, mut req: RequestView) -> Step {
             action: Action::Continue(m),
             reason: None,
             client: None,
+            auth: None,
             counters: vec![Counter::Requests, Counter::Allowed],
             events: vec![],
             errors: vec![],
@@ -604,6 +614,10 @@ fn conclude(ctx: &mut Ctx, req: &RequestView, evaluated: Evaluated, counters: Ve
         e.client = client;
         e.subject = subject;
         e.auth = auth;
+    } else {
+        // Refused after authentication (scope, policy, rate limit): who it was.
+        e.client = d.client.clone();
+        e.auth = d.auth.clone();
     }
     if let Some(r) = d.reason {
         e.reason = Some(r.code());
@@ -682,6 +696,7 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
                 action: Action::Continue(mutations),
                 reason: None,
                 client: a.client,
+                auth: None,
                 counters,
                 events: vec![],
                 errors: vec![],
@@ -693,7 +708,8 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
                 Decision {
                     action: Action::Reply(response::render(&rej, &cfg.realm)),
                     reason: Some(rej.reason),
-                    client: None,
+                    client: rej.client,
+                    auth: rej.auth,
                     counters,
                     events: vec![],
                     errors: vec![],
@@ -708,7 +724,8 @@ fn finish(cfg: &Config, req: &RequestView, evaluated: Evaluated, mut counters: V
                 Decision {
                     action: Action::Continue(m),
                     reason: Some(rej.reason),
-                    client: None,
+                    client: rej.client,
+                    auth: rej.auth,
                     counters,
                     events: vec![],
                     errors: vec![],

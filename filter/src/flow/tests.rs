@@ -184,6 +184,11 @@ fn all_requires_every_method_and_scopes_are_unioned() {
     let ro = format!("Bearer {}", s.mint(ro));
     let d = decided(run(&cfg, &mut st, &store, NOW, req("/admin", &[("authorization", &ro), ("x-api-key", "k")])));
     assert_eq!(d.reason, Some(Reason::InsufficientScope));
+    assert_eq!(
+        d.log_record().as_deref(),
+        Some("deny; reason=insufficient_scope; client=c1; auth=jwt:corp,api_key"),
+        "a refusal after authentication names who was refused, for access logs"
+    );
     let d = decided(run(&cfg, &mut st, &store, NOW, req("/open?x", &[("x-portcullis-auth", "forged")])));
     assert_eq!(mutations(&d).remove, vec!["x-portcullis-auth".to_string()], "only headers present are removed");
     let d = decided(run(&cfg, &mut st, &store, NOW, req("/open", &[("x-roles", "forged"), ("x-other", "kept")])));
@@ -227,6 +232,12 @@ fn the_access_log_record_is_set_on_denials_and_shadow_only() {
     }
     d.client = Some("a".repeat(129));
     assert_eq!(d.log_record().as_deref(), Some("deny; reason=token_malformed"));
+    d.client = Some("a,b".into());
+    assert_eq!(d.log_record().as_deref(), Some("deny; reason=token_malformed"), "no comma in a client id");
+    d.auth = Some("jwt:corp,api_key".into());
+    assert_eq!(d.log_record().as_deref(), Some("deny; reason=token_malformed; auth=jwt:corp,api_key"));
+    d.auth = Some("jwt:a b".into());
+    assert_eq!(d.log_record().as_deref(), Some("deny; reason=token_malformed"), "a plain auth list only");
 }
 
 fn remote_cfg(extra: Value) -> Config {

@@ -54,7 +54,7 @@ enum Stage {
 }
 
 fn done(action: Action, counters: Vec<Counter>, events: Vec<Event>, errors: Vec<String>) -> Step {
-    Step::Done(Decision { action, reason: None, client: None, counters, events, errors })
+    Step::Done(Decision { action, reason: None, client: None, auth: None, counters, events, errors })
 }
 
 fn reply(resp: HttpResponse, counter: Counter) -> Step {
