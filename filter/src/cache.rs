@@ -1,8 +1,12 @@
 //! A bounded least-recently-used map, O(1) per operation (hash map into a slab with an
-//! intrusive doubly linked list). Used per worker for verified tokens, keyed by SHA-256 of
-//! the token: the raw token is never a key.
+//! intrusive doubly linked list). Used per worker for verified tokens and introspection
+//! answers, keyed by the token text itself (`Rc<str>`): a lookup hashes the token with the
+//! map's fast seeded hasher (foldhash) and compares it in full on a hit, so a hit costs no
+//! cryptographic hash and no two tokens can share an entry. Nothing is allocated until the
+//! first insert.
 
 use hashbrown::HashMap;
+use std::borrow::Borrow;
 use std::hash::Hash;
 
 const NIL: usize = usize::MAX;
@@ -25,7 +29,7 @@ pub struct Lru<K, V> {
 
 impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     pub fn new(capacity: usize) -> Self {
-        Lru { map: HashMap::with_capacity(capacity.min(4096)), nodes: Vec::new(), head: NIL, tail: NIL, capacity }
+        Lru { map: HashMap::new(), nodes: Vec::new(), head: NIL, tail: NIL, capacity }
     }
 
     pub fn len(&self) -> usize {
@@ -63,7 +67,10 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     }
 
     /// Looks up and marks as most recently used.
-    pub fn get(&mut self, key: &K) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         let i = *self.map.get(key)?;
         self.unlink(i);
         self.push_front(i);
@@ -100,7 +107,10 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     }
 
     /// Removes an entry (its slot is reused by a later insert once it reaches the tail).
-    pub fn remove(&mut self, key: &K) {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
         if let Some(i) = self.map.remove(key) {
             // Move the slot to the tail so it is the next one reused.
             self.unlink(i);

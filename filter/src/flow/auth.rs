@@ -3,8 +3,6 @@
 
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-
 use super::mutations::{base_mutations, strip_credential};
 use super::*;
 
@@ -539,7 +537,6 @@ pub(super) fn check_provider(
             return MethodResult::Need(Need::FirstKeys(i));
         }
     }
-    let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
     let mut synced = false;
     loop {
         let (set, version) = match ctx.state.keys.available(cfg, i, ctx.now_ms) {
@@ -547,7 +544,7 @@ pub(super) fn check_provider(
             Availability::Unavailable if p.hmac_secret.is_some() => (Rc::new(Default::default()), 0),
             Availability::Unavailable => return MethodResult::Failed(Reason::KeysUnavailable),
         };
-        if let Some(hit) = ctx.state.cache.get(&digest) {
+        if let Some(hit) = ctx.state.cache.get(found.value.as_str()) {
             if hit.provider == i && hit.key_version == version {
                 let v = Rc::clone(&hit.verified);
                 counters.push(Counter::JwtCacheHit);
@@ -563,7 +560,8 @@ pub(super) fn check_provider(
             Ok((v, path)) => {
                 counters.push(if path == Path::Native { Counter::CryptoNative } else { Counter::CryptoPure });
                 let v = Rc::new(v);
-                ctx.state.cache.put(digest, CacheEntry { provider: i, key_version: version, verified: Rc::clone(&v) });
+                let key: Rc<str> = Rc::from(found.value.as_str());
+                ctx.state.cache.put(key, CacheEntry { provider: i, key_version: version, verified: Rc::clone(&v) });
                 ok_identity(i, found, v)
             }
             Err(Reason::TokenUnknownKey) if remote => {
@@ -604,8 +602,7 @@ pub(super) fn check_introspection(
         return MethodResult::Failed(Reason::TokenMalformed);
     }
     let slots = ic.settings.cache_slots;
-    let digest: [u8; 32] = Sha256::digest(found.value.as_bytes()).into();
-    let local = match ctx.state.introspected.get(&digest) {
+    let local = match ctx.state.introspected.get(found.value.as_str()) {
         Some((r, expires)) if *expires > ctx.now_ms => Some(Rc::clone(r)),
         _ => None,
     };
@@ -624,7 +621,9 @@ pub(super) fn check_introspection(
             Some(hit) => {
                 counters.push(Counter::IntrospectionCacheHit);
                 let hit = Rc::new(hit);
-                ctx.state.introspected.put(digest, (Rc::clone(&hit), ctx.now_ms.saturating_add(hit.ttl_ms)));
+                ctx.state
+                    .introspected
+                    .put(Rc::from(found.value.as_str()), (Rc::clone(&hit), ctx.now_ms.saturating_add(hit.ttl_ms)));
                 Ok(hit)
             }
             None => {

@@ -37,8 +37,6 @@ pub(crate) use mutations::base_mutations;
 
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-
 use crate::apikey;
 use crate::cache::Lru;
 use crate::callout::Callout;
@@ -67,10 +65,11 @@ pub struct CacheEntry {
 /// Mutable per-worker state.
 pub struct WorkerState {
     pub keys: Keys,
-    pub cache: Lru<[u8; 32], CacheEntry>,
-    /// Introspection results this worker used recently (SHA-256 of the token → result and
-    /// its expiry in Unix ms), in front of the shared cache: a hit costs no host call.
-    pub introspected: Lru<[u8; 32], (Rc<Introspected>, u64)>,
+    /// Verified tokens (the token text → who verified it), compared in full on a hit.
+    pub cache: Lru<Rc<str>, CacheEntry>,
+    /// Introspection results this worker used recently (the token → result and its expiry in
+    /// Unix ms), in front of the shared cache: a hit costs no host call and no SHA-256.
+    pub introspected: Lru<Rc<str>, (Rc<Introspected>, u64)>,
     /// Host-provided per-worker uniqueness (for token ids this worker issues).
     pub seed: u64,
     /// The proxy's random salt for hashes in events ([`crate::store::salt`]).
@@ -350,7 +349,7 @@ fn start_inner(ctx: &mut Ctx, mut req: RequestView) -> Step {
         return conclude(ctx, &req, Err(rej), vec![Counter::Requests]);
     }
     // A caller a trigger rule blocked (by address) is refused before anything else.
-    if let Some(secs) = rules::source_key(&req).and_then(|k| {
+    if let Some(secs) = ctx.cfg.rules.acts.then(|| rules::source_key(&req)).flatten().and_then(|k| {
         rules::blocked(ctx, crate::events::rules::Effect::Block, crate::events::rules::KeyType::Source, &k)
     }) {
         let mut rej = Rejection::new(Reason::Blocked, Challenges::default());
@@ -496,8 +495,7 @@ fn on_introspection_reply(
     introspection::end(&Scoped::new(ctx.store, &ic.settings.store_ns), slots, &token);
     let result = result.map(Rc::new);
     if let Ok(r) = &result {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        ctx.state.introspected.put(digest, (Rc::clone(r), ctx.now_ms.saturating_add(r.ttl_ms)));
+        ctx.state.introspected.put(Rc::from(token.as_str()), (Rc::clone(r), ctx.now_ms.saturating_add(r.ttl_ms)));
     }
     result
 }

@@ -499,7 +499,8 @@ fn owned_headers_are_stripped_after_folding_underscores() {
 fn rate_limit_buckets_are_per_credential_method_and_anonymous_callers_have_their_own_table() {
     let s = Signer::new("k1");
     let key = "partner-key";
-    let hash: String = sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String =
+        <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let cfg = cfg_with(
         &s,
         json!({"api_keys": {"from_headers": ["x-api-key"], "clients": [{"client_id": "c1", "keys_sha256": [hash]}]},
