@@ -131,8 +131,9 @@ clean:
 # --- Benchmarks (SPEC §5) -------------------------------------------------------------------
 .PHONY: noop-wasm bench-core
 
-noop-wasm: wasm-target ## Build the no-op wasm filter (the floor of any wasm filter) used by the bench
+noop-wasm: wasm-target ## Build the bench's floors: the raw no-op Wasm filter (no SDK) and the SDK no-op filter
 	$(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path bench/noop-filter/Cargo.toml --target-dir target/noop-filter
+	$(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path bench/raw-noop/Cargo.toml --target-dir target/raw-noop
 
 bench: build envoy noop-wasm ## Performance contract: Envoy + wrk, every scenario vs native (~6 min)
 	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) run --release --locked -p portcullis-harness --bin bench

@@ -73,16 +73,17 @@ pub(crate) fn native_local_ratelimit() -> Value {
     })
 }
 
-pub(crate) fn noop_filter(path: &Path) -> Value {
+/// A no-op Wasm filter (the SDK one or the raw one), its plugin and VM named `name`.
+pub(crate) fn noop_filter(path: &Path, name: &str) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": "noop",
-                "root_id": "noop",
+                "name": name,
+                "root_id": name,
                 "vm_config": {
-                    "vm_id": "noop",
+                    "vm_id": name,
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": path.to_string_lossy()}}
                 }

@@ -1,16 +1,17 @@
 //! `make bench`: the performance contract of SPEC §5, measured.
 //!
 //! One Envoy (`--concurrency 1`, pinned to one core with `taskset`) serves a direct-response
-//! route on one listener per variant: no filter, a no-op wasm filter (the floor of any wasm
-//! filter), native `jwt_authn` without and with `jwt_cache_config`, native `api_key_auth`,
+//! route on one listener per variant: no filter, the raw no-op Wasm filter (no SDK: the true
+//! floor of any Wasm filter), the SDK no-op filter, native `jwt_authn` without and with `jwt_cache_config`, native `api_key_auth`,
 //! native `jwt_authn` + `local_ratelimit`, and Portcullis in each matching configuration.
 //! `wrk` runs pinned on the other core. Rounds are interleaved (every variant once per round,
 //! at least 3 rounds) so machine drift cancels, and every comparison is the median of the
 //! per-round ratios. Unique-token variants read pre-generated tokens from a file
 //! (`bench/tokens.lua`), so no token repeats within a run.
 //!
-//! Then memory: Envoy's RSS with no filter against Portcullis with 10,000 API keys after
-//! 100,000 distinct rate-limited clients, and the size of the module.
+//! Then memory at `--concurrency 2` (Istio's default): Envoy's RSS with no filter, the raw and
+//! SDK no-op filters, Portcullis with one JWT provider, and Portcullis with 10,000 API keys
+//! after 100,000 distinct rate-limited clients; and the size of the module.
 //!
 //! A Portcullis configuration that the module refuses (a feature not in this build yet) does
 //! not stop the bench: its row says `n/a (config refused: <message>)`.
@@ -19,7 +20,8 @@
 //!
 //! Environment: `BENCH_ROUNDS` (default 3, at least 3), `BENCH_SECONDS` (per run, default 3),
 //! `BENCH_CONNECTIONS` (default 8), `BENCH_ENVOY_CPU` / `BENCH_WRK_CPU` (default 0 / 1),
-//! `BENCH_SKIP_MEMORY=1`, `BENCH_ONLY=memory`, `ENVOY_BIN`, `PORTCULLIS_WASM`, `NOOP_WASM`.
+//! `BENCH_SKIP_MEMORY=1`, `BENCH_ONLY=memory`, `ENVOY_BIN`, `PORTCULLIS_WASM`, `NOOP_WASM`,
+//! `RAW_NOOP_WASM`.
 //!
 //! Generated tokens are kept in `target/bench/tokens-*` (valid for a week) and reused by the
 //! next run. RS256 tokens are signed through `bench/sign_rs256.py` (OpenSSL via Python's
@@ -65,7 +67,6 @@ pub(crate) const TOKEN_MIN_REMAINING_S: u64 = 24 * 3600;
 const UNIQUE_RATE_CEILING: u64 = 20_000;
 pub(crate) const API_KEYS: usize = 10_000;
 pub(crate) const MEMORY_CLIENTS: usize = 100_000;
-pub(crate) const MEMORY_TARGET_MIB: f64 = 64.0;
 
 fn main() {
     let started = Instant::now();
@@ -85,6 +86,8 @@ pub(crate) struct Settings {
     pub(crate) skip_memory: bool,
     pub(crate) wasm: PathBuf,
     pub(crate) noop: PathBuf,
+    /// The raw no-op filter (no SDK): the true floor.
+    pub(crate) raw: PathBuf,
     pub(crate) out: PathBuf,
 }
 
@@ -105,6 +108,9 @@ impl Settings {
             noop: std::env::var_os("NOOP_WASM")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("target/noop-filter/wasm32-wasip1/release/noop_filter.wasm")),
+            raw: std::env::var_os("RAW_NOOP_WASM")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target/raw-noop/wasm32-wasip1/release/raw_noop.wasm")),
             out: root.join("target/bench"),
         }
     }
@@ -116,6 +122,7 @@ pub(crate) fn run(s: &Settings, started: Instant) -> Result<(), String> {
     for (what, p, hint) in [
         ("Portcullis module", &s.wasm, "make build"),
         ("no-op module", &s.noop, "make noop-wasm"),
+        ("raw no-op module", &s.raw, "make noop-wasm"),
         ("Envoy", &envoy_bin(), "make envoy"),
     ] {
         if !p.exists() {
@@ -135,18 +142,9 @@ pub(crate) fn run(s: &Settings, started: Instant) -> Result<(), String> {
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "memory") {
         let keys: Vec<String> = (0..API_KEYS).map(api_key).collect();
         let mem = measure_memory(s, &jwks, &keys)?;
-        println!(
-            "   no filter {} B, no-op wasm {} B, Portcullis idle {} B, loaded {} B (+{:.1} MiB), {} clients, rate limited: {}, note: {:?}, error: {:?}",
-            mem.no_filter_bytes,
-            mem.noop_bytes,
-            mem.portcullis_idle_bytes,
-            mem.portcullis_loaded_bytes,
-            mem.delta_mib(),
-            mem.clients_sent,
-            mem.rate_limited,
-            mem.note,
-            mem.error
-        );
+        for r in &mem.rows {
+            println!("   {}: {} B (+{:.1} MiB) {:?} {:?}", r.label, r.rss_bytes, mem.over_mib(r), r.note, r.error);
+        }
         return Ok(());
     }
     let t = Instant::now();
@@ -270,6 +268,7 @@ pub(crate) fn run(s: &Settings, started: Instant) -> Result<(), String> {
     let memory = if s.skip_memory { None } else { Some(measure_memory(s, &jwks, &api_keys)?) };
     let module_bytes = std::fs::metadata(&s.wasm).map(|m| m.len()).unwrap_or(0);
     let noop_bytes = std::fs::metadata(&s.noop).map(|m| m.len()).unwrap_or(0);
+    let raw_bytes = crate::memory::file_len(&s.raw);
 
     let report = Report {
         s,
@@ -280,6 +279,7 @@ pub(crate) fn run(s: &Settings, started: Instant) -> Result<(), String> {
         memory: memory.as_ref(),
         module_bytes,
         noop_bytes,
+        raw_bytes,
         notes: &notes,
         elapsed: started.elapsed(),
         envoy_log_bytes,

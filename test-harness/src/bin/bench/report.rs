@@ -12,7 +12,8 @@ use serde_json::{json, Map, Value};
 use crate::memory::Memory;
 use crate::scenarios::{Scenario, Variant, SCENARIOS};
 use crate::wrk::WrkResult;
-use crate::{Settings, API_KEYS, MEMORY_TARGET_MIB};
+use crate::memory::MEMORY_CONCURRENCY;
+use crate::Settings;
 
 pub(crate) struct Machine {
     pub(crate) cpu: String,
@@ -60,6 +61,7 @@ pub(crate) struct Report<'a> {
     pub(crate) memory: Option<&'a Memory>,
     pub(crate) module_bytes: u64,
     pub(crate) noop_bytes: u64,
+    pub(crate) raw_bytes: u64,
     pub(crate) notes: &'a [String],
     pub(crate) elapsed: Duration,
     pub(crate) envoy_log_bytes: usize,
@@ -72,7 +74,8 @@ struct Summary {
 }
 
 enum Outcome {
-    Measured { ratio: f64, floor: Option<f64>, pass: Option<bool> },
+    /// `floor`: against the SDK no-op filter; `raw`: against the raw no-op filter.
+    Measured { ratio: f64, floor: Option<f64>, raw: Option<f64>, pass: Option<bool> },
     Unavailable(String),
 }
 
@@ -111,6 +114,7 @@ impl Report<'_> {
             Some(ratio) => Outcome::Measured {
                 ratio,
                 floor: self.ratio(sc.variant, "noop_wasm"),
+                raw: self.ratio(sc.variant, "raw_noop_wasm"),
                 pass: sc.target.map(|t| ratio >= t),
             },
             None => Outcome::Unavailable("error: not measured".into()),
@@ -133,16 +137,16 @@ impl Report<'_> {
              requests/s and latencies are medians over rounds, ratios are medians of per-round ratios.\n\n",
             self.s.envoy_cpu, self.s.connections, self.s.wrk_cpu, self.s.rounds, self.s.seconds
         );
-        o += "| Scenario | Portcullis req/s | p50 | p99 | Compared with | its req/s | Ratio | Target | vs wasm floor | Result |\n";
-        o += "|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n";
+        o += "| Scenario | Portcullis req/s | p50 | p99 | Compared with | its req/s | Ratio | Target | vs raw floor | vs SDK floor | Result |\n";
+        o += "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|\n";
         for sc in &SCENARIOS {
             let target = sc.target.map_or("report".to_string(), |t| format!("≥ {t:.1}×"));
             let cmp_label = self.label(sc.compared_with);
             let cmp_rps = self.summary(sc.compared_with).map_or("—".into(), |x| fmt_rps(x.rps));
             match (self.outcome(sc), self.summary(sc.variant)) {
-                (Outcome::Measured { ratio, floor, pass }, Some(x)) => {
+                (Outcome::Measured { ratio, floor, raw, pass }, Some(x)) => {
                     o += &format!(
-                        "| {} | {} | {} | {} | {} | {} | {:.2}× | {} | {} | {} |\n",
+                        "| {} | {} | {} | {} | {} | {} | {:.2}× | {} | {} | {} | {} |\n",
                         sc.name,
                         fmt_rps(x.rps),
                         fmt_us(x.p50_us),
@@ -151,6 +155,7 @@ impl Report<'_> {
                         cmp_rps,
                         ratio,
                         target,
+                        raw.map_or("—".into(), |f| format!("{f:.2}×")),
                         floor.map_or("—".into(), |f| format!("{f:.2}×")),
                         match pass {
                             Some(true) => "PASS",
@@ -165,7 +170,7 @@ impl Report<'_> {
                         Outcome::Measured { .. } => "error: not measured".into(),
                     };
                     o += &format!(
-                        "| {} | — | — | — | {} | {} | — | {} | — | {} |\n",
+                        "| {} | — | — | — | {} | {} | — | {} | — | — | {} |\n",
                         sc.name,
                         cmp_label,
                         cmp_rps,
@@ -176,65 +181,61 @@ impl Report<'_> {
             }
         }
         o += "\nEvery variant (requests/s, latency):\n\n";
-        o += "| Variant | req/s | p50 | p99 | vs no filter | vs wasm floor | rounds (req/s) |\n";
-        o += "|---|---:|---:|---:|---:|---:|---|\n";
+        o += "| Variant | req/s | p50 | p99 | vs no filter | vs raw floor | vs SDK floor | rounds (req/s) |\n";
+        o += "|---|---:|---:|---:|---:|---:|---:|---|\n";
         for v in self.variants {
             match self.summary(v.key) {
                 Some(x) => {
                     let rounds: Vec<String> =
                         self.runs.get(v.key).map(|rs| rs.iter().map(|r| fmt_rps(r.rps)).collect()).unwrap_or_default();
                     o += &format!(
-                        "| {} | {} | {} | {} | {} | {} | {} |\n",
+                        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                         v.label,
                         fmt_rps(x.rps),
                         fmt_us(x.p50_us),
                         fmt_us(x.p99_us),
                         self.ratio(v.key, "no_filter").map_or("—".into(), |r| format!("{r:.2}×")),
+                        self.ratio(v.key, "raw_noop_wasm").map_or("—".into(), |r| format!("{r:.2}×")),
                         self.ratio(v.key, "noop_wasm").map_or("—".into(), |r| format!("{r:.2}×")),
                         rounds.join(", ")
                     );
                 }
                 None => {
                     let why = self.broken.get(v.key).cloned().unwrap_or_else(|| "not measured".into());
-                    o += &format!("| {} | — | — | — | — | — | {} |\n", v.label, md_escape(&why));
+                    o += &format!("| {} | — | — | — | — | — | — | {} |\n", v.label, md_escape(&why));
                 }
             }
         }
-        o += "\nMemory and size:\n\n";
-        o += "| What | Value | Target | Result |\n|---|---:|---:|---|\n";
+        o += &format!("\nMemory (Envoy RSS at `--concurrency {MEMORY_CONCURRENCY}`, after traffic) and size:\n\n");
+        o += "| What | RSS | Over no filter | Target | Result |\n|---|---:|---:|---:|---|\n";
         match self.memory {
             Some(mem) => {
-                let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
-                o += &format!("| Envoy RSS, no filter (after traffic) | {} | | |\n", mib(mem.no_filter_bytes));
-                o += &format!("| Envoy RSS, no-op wasm filter (the VM's own share) | {} | | |\n", mib(mem.noop_bytes));
-                o += &format!(
-                    "| Envoy RSS, Portcullis with {API_KEYS} API keys{}, before traffic | {} | | |\n",
-                    if mem.rate_limited { " + rate limit" } else { "" },
-                    mib(mem.portcullis_idle_bytes)
-                );
-                let result = match (&mem.error, mem.delta_mib() <= MEMORY_TARGET_MIB) {
-                    (Some(e), _) => format!("error: {}", md_escape(e)),
-                    (None, true) => "PASS".into(),
-                    (None, false) => "MISS".into(),
-                };
-                o += &format!(
-                    "| … after {} distinct {}clients | {} (+{:.1} MiB) | ≤ +{MEMORY_TARGET_MIB:.0} MiB | {}{} |\n",
-                    mem.clients_sent,
-                    if mem.rate_limited { "rate-limited " } else { "" },
-                    mib(mem.portcullis_loaded_bytes),
-                    mem.delta_mib(),
-                    result,
-                    mem.note.as_ref().map_or(String::new(), |n| format!(" ({})", md_escape(n)))
-                );
+                for (i, r) in mem.rows.iter().enumerate() {
+                    let over = if i == 0 { "—".to_string() } else { format!("+{:.1} MiB", mem.over_mib(r)) };
+                    let target = r.target_mib.map_or(String::new(), |t| format!("≤ +{t:.0} MiB"));
+                    let result = match (&r.error, r.target_mib) {
+                        (Some(e), _) => format!("error: {}", md_escape(e)),
+                        (None, Some(t)) if mem.over_mib(r) <= t => "PASS".into(),
+                        (None, Some(_)) => "MISS".into(),
+                        (None, None) => String::new(),
+                    };
+                    let note = r.note.as_ref().map_or(String::new(), |n| format!(" ({})", md_escape(n)));
+                    o += &format!(
+                        "| {} | {:.1} MiB | {over} | {target} | {result}{note} |\n",
+                        r.label,
+                        r.rss_bytes as f64 / (1024.0 * 1024.0)
+                    );
+                }
             }
-            None => o += "| Memory | skipped (BENCH_SKIP_MEMORY=1) | | |\n",
+            None => o += "| Memory | skipped (BENCH_SKIP_MEMORY=1) | | | |\n",
         }
         o += &format!(
-            "| Module size, dist/portcullis.wasm | {} bytes ({:.0} KiB) | | |\n",
+            "| Module size, dist/portcullis.wasm | {} bytes ({:.0} KiB) | | | |\n",
             self.module_bytes,
             self.module_bytes as f64 / 1024.0
         );
-        o += &format!("| No-op filter module | {} bytes | | |\n", self.noop_bytes);
+        o += &format!("| SDK no-op filter module | {} bytes | | | |\n", self.noop_bytes);
+        o += &format!("| Raw no-op filter module | {} bytes | | | |\n", self.raw_bytes);
         for n in self.notes {
             o += &format!("\nNote: {n}\n");
         }
@@ -275,6 +276,7 @@ impl Report<'_> {
                         "p99_us": s.as_ref().map(|x| x.p99_us),
                         "vs_no_filter": self.ratio(v.key, "no_filter"),
                         "vs_wasm_floor": self.ratio(v.key, "noop_wasm"),
+                        "vs_raw_floor": self.ratio(v.key, "raw_noop_wasm"),
                         "rounds": rounds,
                     }),
                 )
@@ -283,17 +285,18 @@ impl Report<'_> {
         let scenarios: Vec<Value> = SCENARIOS
             .iter()
             .map(|sc| {
-                let (ratio, floor, result) = match self.outcome(sc) {
-                    Outcome::Measured { ratio, floor, pass } => (
+                let (ratio, floor, raw, result) = match self.outcome(sc) {
+                    Outcome::Measured { ratio, floor, raw, pass } => (
                         Some(ratio),
                         floor,
+                        raw,
                         match pass {
                             Some(true) => "PASS".to_string(),
                             Some(false) => "MISS".to_string(),
                             None => "info".to_string(),
                         },
                     ),
-                    Outcome::Unavailable(why) => (None, None, why),
+                    Outcome::Unavailable(why) => (None, None, None, why),
                 };
                 let s = self.summary(sc.variant);
                 json!({
@@ -307,25 +310,27 @@ impl Report<'_> {
                     "ratio": ratio,
                     "target": sc.target,
                     "vs_wasm_floor": floor,
+                    "vs_raw_floor": raw,
                     "result": result,
                 })
             })
             .collect();
         let memory = self.memory.map(|mem| {
-            json!({
-                "no_filter_rss_bytes": mem.no_filter_bytes,
-                "noop_wasm_rss_bytes": mem.noop_bytes,
-                "portcullis_idle_rss_bytes": mem.portcullis_idle_bytes,
-                "portcullis_loaded_rss_bytes": mem.portcullis_loaded_bytes,
-                "delta_mib": mem.delta_mib(),
-                "target_mib": MEMORY_TARGET_MIB,
-                "api_keys": API_KEYS,
-                "distinct_clients": mem.clients_sent,
-                "rate_limited": mem.rate_limited,
-                "note": mem.note,
-                "error": mem.error,
-                "result": if mem.error.is_some() { "error" } else if mem.delta_mib() <= MEMORY_TARGET_MIB { "PASS" } else { "MISS" },
-            })
+            let rows: Vec<Value> = mem
+                .rows
+                .iter()
+                .map(|r| {
+                    json!({"label": r.label, "rss_bytes": r.rss_bytes, "over_no_filter_mib": mem.over_mib(r),
+                           "target_mib": r.target_mib, "note": r.note, "error": r.error,
+                           "result": match (&r.error, r.target_mib) {
+                               (Some(_), _) => "error",
+                               (None, Some(t)) if mem.over_mib(r) <= t => "PASS",
+                               (None, Some(_)) => "MISS",
+                               (None, None) => "info",
+                           }})
+                })
+                .collect();
+            json!({"concurrency": MEMORY_CONCURRENCY, "distinct_clients": mem.clients_sent, "rows": rows})
         });
         json!({
             "date": m.date,
@@ -339,6 +344,7 @@ impl Report<'_> {
             "memory": memory,
             "module_bytes": self.module_bytes,
             "noop_module_bytes": self.noop_bytes,
+            "raw_noop_module_bytes": self.raw_bytes,
             "notes": self.notes,
             "envoy_log_bytes": self.envoy_log_bytes,
             "elapsed_s": self.elapsed.as_secs_f64(),

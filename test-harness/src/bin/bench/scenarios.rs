@@ -1,5 +1,6 @@
 //! What is measured: the loads wrk sends, the variants (a listener and a load), the scenario
-//! table of SPEC §5 (each a variant compared with another, with its target ratio), and the
+//! table (each a variant compared with another, with its target ratio: issue 16's targets,
+//! which supersede SPEC §5's), and the
 //! plan that builds every listener and variant from the generated inputs.
 
 use std::path::PathBuf;
@@ -56,7 +57,7 @@ pub(crate) const SCENARIOS: [Scenario; 10] = [
         name: "JWT, repeated token (cache hit)",
         variant: "pc_jwt_repeat",
         compared_with: "native_jwt_cache",
-        target: Some(1.0),
+        target: Some(0.9),
     },
     Scenario {
         name: "JWT RS256, unique tokens (no cache)",
@@ -68,19 +69,19 @@ pub(crate) const SCENARIOS: [Scenario; 10] = [
         name: "JWT ES256, unique tokens",
         variant: "pc_es256_unique",
         compared_with: "native_es256_unique",
-        target: Some(0.9),
+        target: Some(1.0),
     },
     Scenario {
         name: "API key (10,000 keys)",
         variant: "pc_api_key",
         compared_with: "native_api_key",
-        target: Some(1.0),
+        target: Some(0.9),
     },
     Scenario {
         name: "JWT + rate limit (allowed)",
         variant: "pc_jwt_ratelimit",
         compared_with: "native_jwt_ratelimit",
-        target: Some(1.0),
+        target: Some(0.8),
     },
     Scenario {
         name: "JWT cache hit, route with three `when` conditions",
@@ -98,7 +99,7 @@ pub(crate) const SCENARIOS: [Scenario; 10] = [
         name: "Phantom token, cache hit",
         variant: "pc_phantom",
         compared_with: "pc_jwt_repeat",
-        target: Some(0.9),
+        target: Some(0.95),
     },
     Scenario {
         name: "RS256 unique, `crypto: pure` (no native path)",
@@ -183,7 +184,8 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
         |name: &'static str, cfg: &Value| Listener { name, filters: vec![portcullis(w, name, cfg)], portcullis: true };
     let listeners = vec![
         l("none", vec![]),
-        l("noop", vec![noop_filter(&s.noop)]),
+        l("noop", vec![noop_filter(&s.noop, "noop")]),
+        l("raw", vec![noop_filter(&s.raw, "raw")]),
         l("native_jwt", vec![native_jwt(jwks, false)]),
         l("native_jwt_cache", vec![native_jwt(jwks, true)]),
         l("native_api_key", vec![native_api_key(api_keys)]),
@@ -212,7 +214,8 @@ pub(crate) fn plan(s: &Settings, i: &Inputs) -> (Vec<Listener>, Vec<Variant>) {
     };
     let variants = vec![
         v("no_filter", "Envoy, no filter", "none", bearer(repeat)),
-        v("noop_wasm", "no-op wasm filter (reads one header)", "noop", bearer(repeat)),
+        v("raw_noop_wasm", "raw no-op Wasm filter, no SDK (reads one header)", "raw", bearer(repeat)),
+        v("noop_wasm", "SDK no-op Wasm filter (reads one header)", "noop", bearer(repeat)),
         v(
             "native_jwt_cache",
             "native jwt_authn + jwt_cache_config, repeated token",
