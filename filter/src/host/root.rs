@@ -426,7 +426,10 @@ impl RootContext for Root {
         if hostcalls::set_tick_period(Duration::from_millis(if parking { 25 } else { 100 })).is_err() {
             log(LogLevel::Error, "the host refused the tick period: key sets will not refresh");
         }
-        log(LogLevel::Info, "configuration loaded");
+        // This VM's linear memory (the module's heap high-water mark, never returned to the
+        // host): the per-VM share of the footprint that depends on the configuration.
+        let pages = core::arch::wasm32::memory_size::<0>();
+        log(LogLevel::Info, &format!("configuration loaded (linear memory {} KiB)", pages * 64));
         true
     }
 
