@@ -1,8 +1,7 @@
 //! Plugin configuration (SPEC §2), in two phases:
 //!
-//! 1. **Shape**: the text is parsed into a JSON value ([`strict`]: duplicate keys refused),
-//!    then serde types (`Raw…`, `deny_unknown_fields`) read it. Type errors and unknown fields
-//!    are reported with their field path by `serde_path_to_error`.
+//! 1. **Shape**: serde types (`Raw…`, `deny_unknown_fields`) read the JSON. Type errors and
+//!    unknown fields are reported with their field path by `serde_path_to_error`.
 //! 2. **Meaning**: [`validate`] turns the raw types into the validated [`Config`] the rest of
 //!    the filter uses, checking every cross-reference (plans, providers named by routes),
 //!    parsing durations, hashes and inline key sets, and resolving secrets from VM environment
@@ -44,7 +43,6 @@ mod fields;
 pub mod intro;
 pub mod route;
 mod schema;
-mod strict;
 mod types;
 mod validate;
 
@@ -66,16 +64,14 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     if text.trim().is_empty() {
         return err("", "configuration is empty: give a JSON object (see README)");
     }
-    // Two steps, so the serde code of every configuration type is instantiated for one small
-    // deserializer (`&Value`) instead of the text parser: about a tenth of the module.
-    let value = strict::parse(text).map_err(|e| ConfigError {
-        path: String::new(),
-        // A repeated key is valid JSON but refused (the line and column locate it).
-        message: if e.is_data() { e.to_string() } else { format!("configuration is not valid JSON: {e}") },
-    })?;
-    let raw: RawConfig = serde_path_to_error::deserialize(&value).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            // The line and column locate a syntax error; the path would only say "?".
+            return ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {inner}") };
+        }
         let path = if path == "." { String::new() } else { path };
         let message = operator_message(&strip_position(&inner.to_string()));
         if path.is_empty() && message == "must be a JSON object" {
@@ -83,6 +79,8 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config
         }
         ConfigError { path, message }
     })?;
+    de.end()
+        .map_err(|e| ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {e}") })?;
     validate(raw, env)
 }
 

@@ -93,7 +93,8 @@ pub(crate) fn measure_memory(s: &Settings, jwks: &str, api_keys: &[String]) -> R
     let mut cfg = one.clone();
     cfg["api_keys"] = pc_api_keys(api_keys);
     cfg["rate_limit"] = pc_rate_limit();
-    let mk = |cfg: &Value| bootstrap(vec![listener("pc_memory", vec![portcullis(&s.wasm, "pc_memory", cfg)], None)], vec![]);
+    let mk =
+        |cfg: &Value| bootstrap(vec![listener("pc_memory", vec![portcullis(&s.wasm, "pc_memory", cfg)], None)], vec![]);
     let listeners = [crate::configs::Listener { name: "pc_memory", filters: vec![], portcullis: true }];
     let (envoy, note) = match Envoy::start_with(&mk(&cfg), &opts) {
         Ok(e) if find_refusals(&e.log(), &listeners).is_empty() => (e, None),

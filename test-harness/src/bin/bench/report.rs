@@ -10,9 +10,9 @@ use portcullis_harness::envoy::envoy_bin;
 use serde_json::{json, Map, Value};
 
 use crate::memory::Memory;
+use crate::memory::MEMORY_CONCURRENCY;
 use crate::scenarios::{Scenario, Variant, SCENARIOS};
 use crate::wrk::WrkResult;
-use crate::memory::MEMORY_CONCURRENCY;
 use crate::Settings;
 
 pub(crate) struct Machine {
@@ -75,7 +75,12 @@ struct Summary {
 
 enum Outcome {
     /// `floor`: against the SDK no-op filter; `raw`: against the raw no-op filter.
-    Measured { ratio: f64, floor: Option<f64>, raw: Option<f64>, pass: Option<bool> },
+    Measured {
+        ratio: f64,
+        floor: Option<f64>,
+        raw: Option<f64>,
+        pass: Option<bool>,
+    },
     Unavailable(String),
 }
 
@@ -321,13 +326,13 @@ impl Report<'_> {
                 .iter()
                 .map(|r| {
                     json!({"label": r.label, "rss_bytes": r.rss_bytes, "over_no_filter_mib": mem.over_mib(r),
-                           "target_mib": r.target_mib, "note": r.note, "error": r.error,
-                           "result": match (&r.error, r.target_mib) {
-                               (Some(_), _) => "error",
-                               (None, Some(t)) if mem.over_mib(r) <= t => "PASS",
-                               (None, Some(_)) => "MISS",
-                               (None, None) => "info",
-                           }})
+                    "target_mib": r.target_mib, "note": r.note, "error": r.error,
+                    "result": match (&r.error, r.target_mib) {
+                        (Some(_), _) => "error",
+                        (None, Some(t)) if mem.over_mib(r) <= t => "PASS",
+                        (None, Some(_)) => "MISS",
+                        (None, None) => "info",
+                    }})
                 })
                 .collect();
             json!({"concurrency": MEMORY_CONCURRENCY, "distinct_clients": mem.clients_sent, "rows": rows})
