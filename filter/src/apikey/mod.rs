@@ -27,6 +27,12 @@ fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// Finds the client owning `key`.
 pub fn lookup<'a>(cfg: &'a ApiKeys, key: &str) -> Result<&'a ApiClient, Reason> {
+    lookup_indexed(cfg, key).map(|(_, c)| c)
+}
+
+/// [`lookup`], with the client's index in `cfg.clients` (so later stages reach the client,
+/// its plan for instance, without searching).
+pub fn lookup_indexed<'a>(cfg: &'a ApiKeys, key: &str) -> Result<(usize, &'a ApiClient), Reason> {
     let d = digest(key);
     let (stored, idx) = cfg.keys.get_key_value(&d).ok_or(Reason::ApiKeyInvalid)?;
     if !ct_eq(stored, &d) {
@@ -36,7 +42,7 @@ pub fn lookup<'a>(cfg: &'a ApiKeys, key: &str) -> Result<&'a ApiClient, Reason> 
     if client.disabled {
         return Err(Reason::ApiKeyDisabled);
     }
-    Ok(client)
+    Ok((*idx, client))
 }
 
 #[cfg(test)]

@@ -266,11 +266,10 @@ fn admit(
             policy::Matched::Default(_) => None,
         };
         let client_plan = identities.iter().find_map(|i| match i.method {
-            Method::ApiKey => cfg
-                .api_keys
-                .as_ref()
-                .and_then(|a| a.clients.iter().find(|c| Some(&c.client_id) == i.client_id.as_ref()))
-                .and_then(|c| c.plan.as_deref()),
+            // The client's own entry, by index: no search through the key table.
+            Method::ApiKey => {
+                cfg.api_keys.as_ref().and_then(|a| a.clients.get(i.api_client?)).and_then(|c| c.plan.as_deref())
+            }
             Method::Provider(_) | Method::Introspection | Method::Mtls => None,
         });
         let claim_plan = rl.plan_claim.as_ref().and_then(|path| {
@@ -466,10 +465,11 @@ pub(super) fn check_api_key(cfg: &Config, req: &RequestView) -> MethodResult {
         Ok(None) => return MethodResult::Absent,
         Err(e) => return extract_failure(e),
     };
-    match apikey::lookup(ak, &found.value) {
-        Ok(client) => MethodResult::Ok(Identity {
+    match apikey::lookup_indexed(ak, &found.value) {
+        Ok((index, client)) => MethodResult::Ok(Identity {
             method: Method::ApiKey,
             client_id: Some(client.client_id.clone()),
+            api_client: Some(index),
             scopes: client.scopes.clone(),
             found: Some(found),
             verified: None,
@@ -659,6 +659,7 @@ pub(super) fn check_introspection(
     MethodResult::Ok(Identity {
         method: Method::Introspection,
         client_id: r.client_id().or(r.subject()).map(str::to_string),
+        api_client: None,
         scopes: r.scopes(),
         found: Some(found),
         verified: None,
@@ -671,6 +672,7 @@ pub(super) fn ok_identity(i: usize, found: Found, v: Rc<Verified>) -> MethodResu
     MethodResult::Ok(Identity {
         method: Method::Provider(i),
         client_id,
+        api_client: None,
         scopes: v.scopes.clone(),
         found: Some(found),
         verified: Some(v),

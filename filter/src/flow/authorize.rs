@@ -21,6 +21,7 @@ pub(super) fn check_mtls(peer: &dyn Peer) -> MethodResult {
     MethodResult::Ok(Identity {
         method: Method::Mtls,
         client_id: peer.uri_san().or_else(|| peer.subject()),
+        api_client: None,
         scopes: Vec::new(),
         found: None,
         verified: None,

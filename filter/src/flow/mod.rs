@@ -316,6 +316,8 @@ pub const MAX_PEER_WAIT_MS: u64 = 5000;
 struct Identity {
     method: Method,
     client_id: Option<String>,
+    /// For an API key: its client's index in `api_keys.clients`.
+    api_client: Option<usize>,
     scopes: Vec<String>,
     /// The credential (none for a client certificate).
     found: Option<Found>,

@@ -537,6 +537,35 @@ fn different_configurations_never_share_records() {
     assert_eq!(ra.store_ns, rs.store_ns, "the same settings on two listeners share one bucket table");
 }
 
+#[test]
+fn an_api_key_clients_own_plan_applies() {
+    let s = Signer::new("k1");
+    let key = |id: &str, k: &str, plan: Option<&str>| {
+        let mut c = json!({"client_id": id, "keys_sha256": [apikey::hash_hex(k)]});
+        if let Some(p) = plan {
+            c["plan"] = json!(p);
+        }
+        c
+    };
+    let clients: Vec<Value> = (0..50)
+        .map(|i| key(&format!("c{i}"), &format!("k{i}"), None))
+        .chain([key("tight", "kt", Some("tight"))])
+        .collect();
+    let cfg = cfg_with(
+        &s,
+        json!({"api_keys": {"from_headers": ["x-api-key"], "clients": clients},
+               "rate_limit": {"plans": {"wide": {"requests": 1000, "per": "60s"}, "tight": {"requests": 1, "per": "60s"}},
+                              "default_plan": "wide"},
+               "requires": {"any": ["api_key"]}}),
+    );
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let mut call = |k: &str| status(&decided(run(&cfg, &mut st, &store, NOW, req("/x", &[("x-api-key", k)]))));
+    assert_eq!(call("kt"), 200);
+    assert_eq!(call("kt"), 429, "the last client's own plan (one a minute), found by its index");
+    assert_eq!(call("k7"), 200);
+    assert_eq!(call("k7"), 200, "the default plan for the others");
+}
+
 /// Flood figures (issue 11 item 7): 10× the table size of anonymous addresses, then every
 /// authenticated client still gets through — before the anonymous table of its own, 77% of
 /// authenticated clients got 429 `table_full` in the e2e reproduction.
