@@ -344,15 +344,11 @@ pub(crate) fn validate_api_keys(a: RawApiKeys, plans: &BTreeMap<String, Plan>) -
     }
     let mut clients = Vec::new();
     let mut keys = hashbrown::HashMap::new();
-    let mut ids = std::collections::HashSet::new();
     for (i, c) in a.clients.into_iter().enumerate() {
         let cp = format!("api_keys.clients[{i}]");
         if c.client_id.is_empty() || c.client_id.len() > 128 || c.client_id.bytes().any(|b| !(0x21..0x7f).contains(&b))
         {
             return err(format!("{cp}.client_id"), "must be 1-128 printable ASCII characters without spaces");
-        }
-        if !ids.insert(c.client_id.clone()) {
-            return err(format!("{cp}.client_id"), format!("duplicate client id {:?}", c.client_id));
         }
         if c.keys_sha256.is_empty() {
             return err(format!("{cp}.keys_sha256"), "must hold at least one key hash");
@@ -377,6 +373,15 @@ pub(crate) fn validate_api_keys(a: RawApiKeys, plans: &BTreeMap<String, Plan>) -
         }
         clients.push(ApiClient { client_id: c.client_id, plan: c.plan, scopes: c.scopes, disabled: c.disabled });
     }
+    // Duplicate ids, checked on the validated clients (no copy of every id: large key tables
+    // set every VM's memory high-water mark at configure time).
+    let mut ids = hashbrown::HashSet::with_capacity(clients.len());
+    for (i, c) in clients.iter().enumerate() {
+        if !ids.insert(c.client_id.as_str()) {
+            return err(format!("api_keys.clients[{i}].client_id"), format!("duplicate client id {:?}", c.client_id));
+        }
+    }
+    drop(ids);
     Ok(ApiKeys { sources, hide_credentials: a.hide_credentials, clients, keys })
 }
 

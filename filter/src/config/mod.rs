@@ -59,6 +59,20 @@ pub(crate) const RESERVED_METHOD_NAMES: [&str; 4] = ["api_key", "introspection",
 /// Parses and validates a configuration document. `env` resolves VM environment variables
 /// (Envoy `vm_config.environment_variables`, Istio `vmConfig.env`).
 pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    validate(parse_raw(json)?, env)
+}
+
+/// [`parse`], freeing the configuration text before validation builds the configuration: the
+/// text, the raw form and the validated form are never all in memory at once (the filter's
+/// linear memory never shrinks, so its high-water mark is what every VM keeps).
+pub fn parse_owned(json: Vec<u8>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let raw = parse_raw(&json)?;
+    drop(json);
+    validate(raw, env)
+}
+
+/// Phase 1: the JSON shape.
+fn parse_raw(json: &[u8]) -> Result<RawConfig, ConfigError> {
     let text = std::str::from_utf8(json)
         .map_err(|_| ConfigError { path: String::new(), message: "configuration is not UTF-8".into() })?;
     if text.trim().is_empty() {
@@ -81,7 +95,7 @@ pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config
     })?;
     de.end()
         .map_err(|e| ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {e}") })?;
-    validate(raw, env)
+    Ok(raw)
 }
 
 /// The JSON Schema (2020-12) of the plugin configuration, generated from the raw serde types

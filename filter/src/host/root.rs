@@ -368,7 +368,7 @@ impl RootContext for Root {
             .flatten()
             .unwrap_or_default();
         let env = |name: &str| std::env::var(name).ok();
-        let cfg = match config::parse(&bytes, &env) {
+        let cfg = match config::parse_owned(bytes, &env) {
             Ok(c) => c,
             Err(e) => {
                 log(LogLevel::Error, &format!("invalid configuration: {e}"));
