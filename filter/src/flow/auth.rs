@@ -168,8 +168,9 @@ fn authorize(
 ) -> Stage<()> {
     let cfg = ctx.cfg;
     let reject = |reason: Reason| Rejection::new(reason, challenges);
-    // Blocks and revocations by trigger rules, on the authenticated client and subject.
-    if ctx.cfg.rules.acts {
+    // Blocks and revocations by trigger rules, on the authenticated client and subject (only
+    // when any is in force: the keys are hashed to look them up).
+    if ctx.cfg.rules.acts && !ctx.state.actions.is_empty() {
         use crate::events::rules::{Effect, KeyType};
         let subject = identities.iter().find_map(|id| {
             let c = id.verified.as_ref().map(|v| &v.claims).or(id.introspected.as_ref().map(|r| &r.claims))?;

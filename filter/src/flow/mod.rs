@@ -351,7 +351,8 @@ fn start_inner(ctx: &mut Ctx, mut req: RequestView) -> Step {
         return conclude(ctx, &req, Err(rej), vec![Counter::Requests]);
     }
     // A caller a trigger rule blocked (by address) is refused before anything else.
-    if let Some(secs) = ctx.cfg.rules.acts.then(|| rules::source_key(&req)).flatten().and_then(|k| {
+    let any_action = ctx.cfg.rules.acts && !ctx.state.actions.is_empty();
+    if let Some(secs) = any_action.then(|| rules::source_key(&req)).flatten().and_then(|k| {
         rules::blocked(ctx, crate::events::rules::Effect::Block, crate::events::rules::KeyType::Source, &k)
     }) {
         let mut rej = Rejection::new(Reason::Blocked, Challenges::default());

@@ -72,7 +72,7 @@ fn action_name(a: &RuleAction) -> &'static str {
 
 /// The block in force on this caller's address, as a rejection (429 + the remaining seconds).
 pub(super) fn blocked(ctx: &Ctx, effect: Effect, kt: engine::KeyType, key: &str) -> Option<u64> {
-    if !ctx.cfg.rules.acts {
+    if !ctx.cfg.rules.acts || ctx.state.actions.is_empty() {
         return None;
     }
     let until = ctx.state.actions.until(effect, kt, key, ctx.now_ms)?;

@@ -145,7 +145,7 @@ impl Report<'_> {
         o += "| Scenario | Portcullis req/s | p50 | p99 | Compared with | its req/s | Ratio | Target | vs raw floor | vs SDK floor | Result |\n";
         o += "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|\n";
         for sc in &SCENARIOS {
-            let target = sc.target.map_or("report".to_string(), |t| format!("≥ {t:.1}×"));
+            let target = sc.target.map_or("report".to_string(), |t| format!("≥ {t:.2}×"));
             let cmp_label = self.label(sc.compared_with);
             let cmp_rps = self.summary(sc.compared_with).map_or("—".into(), |x| fmt_rps(x.rps));
             match (self.outcome(sc), self.summary(sc.variant)) {
