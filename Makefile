@@ -101,7 +101,8 @@ release: build ## dist/: portcullis.wasm, its sha256 and the configuration's JSO
 	cd dist && sha256sum portcullis.wasm > portcullis.wasm.sha256 && cat portcullis.wasm.sha256
 
 schema: ## Regenerate schema/portcullis.schema.json from the configuration types
-	$(CARGO) run --quiet --locked -p portcullis-cli -- schema > schema/portcullis.schema.json
+	$(CARGO) run --quiet --locked -p portcullis-cli -- schema > schema/portcullis.schema.json.tmp
+	mv schema/portcullis.schema.json.tmp schema/portcullis.schema.json
 	@echo "schema/portcullis.schema.json written"
 
 examples-check: $(VENV)/.istio-deps ## Every example configuration: JSON Schema + portcullis check; broken ones refused

@@ -71,7 +71,8 @@ def istio_configs(doc, where):
     if conf is None:
         return []
     env = {}
-    for e in ((spec.get("vmConfig") or {}).get("env")) or []:
+    vm = spec.get("vmConfig") or (spec.get("wasm") or {}).get("vmConfig") or {}
+    for e in vm.get("env") or []:
         if "value" in e:
             env[e["name"]] = e["value"]
     name = (doc.get("metadata") or {}).get("name", "?")

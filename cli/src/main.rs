@@ -25,9 +25,17 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("check") => check(&args[1..]),
         Some("schema") => {
-            let text = serde_json::to_string_pretty(&portcullis::config::json_schema()).unwrap_or_default();
-            println!("{text}");
-            ExitCode::SUCCESS
+            let schema = portcullis::config::json_schema();
+            match serde_json::to_string_pretty(&schema) {
+                Ok(text) if schema.is_object() => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    eprintln!("could not generate the schema");
+                    ExitCode::from(1)
+                }
+            }
         }
         Some("hash-key") => hash_key(),
         Some("istio-cluster") => istio_cluster(args.get(1).map(String::as_str)),

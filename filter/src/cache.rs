@@ -1,9 +1,11 @@
 //! A bounded least-recently-used map, O(1) per operation (hash map into a slab with an
-//! intrusive doubly linked list). Used per worker for verified tokens and introspection
-//! answers, keyed by the token text itself (`Rc<str>`): a lookup hashes the token with the
-//! map's fast seeded hasher (foldhash) and compares it in full on a hit, so a hit costs no
-//! cryptographic hash and no two tokens can share an entry. Nothing is allocated until the
-//! first insert.
+//! intrusive doubly linked list). Used per worker for verified tokens, keyed by the token text
+//! itself (`Rc<str>`): a lookup hashes the token with hashbrown's fast hasher (foldhash; its
+//! seed is not random in a wasm build, which is safe here because only tokens whose signature
+//! verified are ever inserted, so callers cannot choose colliding keys) and compares it in full
+//! on a hit: a hit costs no cryptographic hash and no two tokens can share an entry. Also used
+//! for introspection answers, keyed by the token's SHA-256 (any caller can add those). Nothing
+//! is allocated until the first insert.
 
 use hashbrown::HashMap;
 use std::borrow::Borrow;

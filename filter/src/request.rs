@@ -353,7 +353,6 @@ impl RequestView {
     }
 }
 
-/// Case-insensitive prefix strip (auth schemes are case-insensitive, RFC 9110 §11.1).
 /// True when `b` holds a space or a comma: eight bytes at a time (a credential is scanned on
 /// every request, and tokens run to kilobytes).
 fn has_space_or_comma(b: &[u8]) -> bool {
@@ -372,6 +371,7 @@ fn has_space_or_comma(b: &[u8]) -> bool {
     chunks.remainder().iter().any(|&x| x == b' ' || x == b',')
 }
 
+/// Case-insensitive prefix strip (auth schemes are case-insensitive, RFC 9110 §11.1).
 fn strip_prefix_ci<'a>(v: &'a str, prefix: &str) -> Option<&'a str> {
     let head = v.get(..prefix.len())?;
     if head.eq_ignore_ascii_case(prefix) {

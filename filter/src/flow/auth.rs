@@ -603,7 +603,8 @@ pub(super) fn check_introspection(
         return MethodResult::Failed(Reason::TokenMalformed);
     }
     let slots = ic.settings.cache_slots;
-    let local = match ctx.state.introspected.get(found.value.as_str()) {
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(found.value.as_bytes()).into();
+    let local = match ctx.state.introspected.get(&digest) {
         Some((r, expires)) if *expires > ctx.now_ms => Some(Rc::clone(r)),
         _ => None,
     };
@@ -622,9 +623,7 @@ pub(super) fn check_introspection(
             Some(hit) => {
                 counters.push(Counter::IntrospectionCacheHit);
                 let hit = Rc::new(hit);
-                ctx.state
-                    .introspected
-                    .put(Rc::from(found.value.as_str()), (Rc::clone(&hit), ctx.now_ms.saturating_add(hit.ttl_ms)));
+                ctx.state.introspected.put(digest, (Rc::clone(&hit), ctx.now_ms.saturating_add(hit.ttl_ms)));
                 Ok(hit)
             }
             None => {

@@ -65,11 +65,15 @@ pub struct CacheEntry {
 /// Mutable per-worker state.
 pub struct WorkerState {
     pub keys: Keys,
-    /// Verified tokens (the token text → who verified it), compared in full on a hit.
+    /// Verified tokens (the token text → who verified it), compared in full on a hit. Only
+    /// tokens whose signature verified are inserted, so callers cannot choose the keys; an
+    /// entry holds the token (at most the provider's `max_token_bytes`).
     pub cache: Lru<Rc<str>, CacheEntry>,
-    /// Introspection results this worker used recently (the token → result and its expiry in
-    /// Unix ms), in front of the shared cache: a hit costs no host call and no SHA-256.
-    pub introspected: Lru<Rc<str>, (Rc<Introspected>, u64)>,
+    /// Introspection results this worker used recently (SHA-256 of the token → result and
+    /// its expiry in Unix ms), in front of the shared cache: a hit costs no host call. Keyed
+    /// by the digest, not the token: inactive answers are cached too, so any caller can add
+    /// entries, and a made-up opaque token can be up to `max_token_bytes` long.
+    pub introspected: Lru<[u8; 32], (Rc<Introspected>, u64)>,
     /// Host-provided per-worker uniqueness (for token ids this worker issues).
     pub seed: u64,
     /// The proxy's random salt for hashes in events ([`crate::store::salt`]).
@@ -498,7 +502,8 @@ fn on_introspection_reply(
     introspection::end(&Scoped::new(ctx.store, &ic.settings.store_ns), slots, &token);
     let result = result.map(Rc::new);
     if let Ok(r) = &result {
-        ctx.state.introspected.put(Rc::from(token.as_str()), (Rc::clone(r), ctx.now_ms.saturating_add(r.ttl_ms)));
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        ctx.state.introspected.put(digest, (Rc::clone(r), ctx.now_ms.saturating_add(r.ttl_ms)));
     }
     result
 }

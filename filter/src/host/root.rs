@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub sinks: RefCell<Vec<Queue>>,
     /// The host shared queue every worker hands events to.
     pub events_queue: Option<u32>,
+    /// When this root last wrote the consumer heartbeat (Unix ms).
+    pub events_heartbeat: std::cell::Cell<u64>,
 }
 
 impl Shared {
@@ -101,6 +103,18 @@ impl Shared {
     /// Moves what the workers enqueued into this root's sink queues (bounded per call; the
     /// host announces every enqueue, so what is left comes with the next call).
     pub fn drain_events(&self, queue_id: u32) {
+        // The consumer's heartbeat (at most every 250 ms): other roots take over the queue
+        // when it goes stale (see `Root::events_consumer`).
+        let now = super::http::clock();
+        if now.saturating_sub(self.events_heartbeat.get()) >= 250 {
+            self.events_heartbeat.set(now);
+            let _ = crate::store::SharedStore::set(
+                &HostStore,
+                &self.cfg.events.queue_ns.key("consumer"),
+                &now.to_le_bytes(),
+                0,
+            );
+        }
         let mut sinks = self.sinks.borrow_mut();
         let mut dropped = 0;
         for _ in 0..4096 {
@@ -129,6 +143,13 @@ impl Shared {
             let _ = hostcalls::increment_metric(id, n);
         }
     }
+}
+
+/// The name of the workers' event queue within the sinks' namespace.
+const EVENTS_QUEUE: &str = "queue";
+
+fn key_queue_name(shared: &Shared) -> String {
+    shared.cfg.events.queue_ns.key(EVENTS_QUEUE)
 }
 
 /// 128 random bits from the host: std's `RandomState` is keyed from WASI `random_get`.
@@ -212,6 +233,26 @@ impl Root {
                 log(LogLevel::Warn, &format!("revocation list poll failed: {why}; the last good list stays in force"));
                 shared.record_events(&[crate::flow::dependency_down("revocation", super::http::clock())]);
             }
+        }
+    }
+
+    /// Keeps the event queue drained: the consumer is whichever root registered last, and it
+    /// may be gone (its listener removed while another with the same sinks stays, its VM
+    /// failed) while producers still enqueue. When no root has drained for a second, this one
+    /// registers (becoming the consumer) and drains the backlog.
+    fn events_consumer(&mut self, shared: &Rc<Shared>) {
+        use crate::store::SharedStore;
+        let Some(q) = shared.events_queue else { return };
+        let key = shared.cfg.events.queue_ns.key("consumer");
+        let now = super::http::clock();
+        let last =
+            HostStore.get(&key).0.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(0, u64::from_le_bytes);
+        if now.saturating_sub(last) <= 1000 {
+            return;
+        }
+        if hostcalls::register_shared_queue(&key_queue_name(shared)) == Ok(q) {
+            shared.events_heartbeat.set(0);
+            shared.drain_events(q);
         }
     }
 
@@ -393,7 +434,7 @@ impl RootContext for Root {
         let events_queue = if cfg.events.sinks.is_empty() {
             None
         } else {
-            match hostcalls::register_shared_queue(&cfg.events.queue_ns.key("queue")) {
+            match hostcalls::register_shared_queue(&cfg.events.queue_ns.key(EVENTS_QUEUE)) {
                 Ok(id) => Some(id),
                 Err(e) => {
                     log(LogLevel::Warn, &format!("event queue not shared ({e:?}): each worker queues its own events"));
@@ -419,6 +460,7 @@ impl RootContext for Root {
             pending_counts: RefCell::new(HashMap::new()),
             sinks: RefCell::new(sinks),
             events_queue,
+            events_heartbeat: std::cell::Cell::new(0),
         }));
         // The tick flushes stats (every 100 ms), keeps remote key sets fresh (callouts cannot
         // start inside on_configure: the cluster manager answers BadArgument, so the first
@@ -437,6 +479,7 @@ impl RootContext for Root {
         if let Some(shared) = self.shared.clone() {
             super::http::poll_parked(&shared);
             shared.flush();
+            self.events_consumer(&shared);
             self.flush_sinks(&shared);
             self.revocation_tick(&shared);
             if shared.cfg.rules.acts {
