@@ -436,8 +436,9 @@ fn mutate(
             mutations.set.push((config::CLIENT_HEADER.into(), c.clone()));
         }
     }
-    if !method_names.is_empty() {
-        mutations.set.push((config::METHOD_HEADER.into(), method_names.join(",")));
+    let joined = (!method_names.is_empty()).then(|| method_names.join(","));
+    if let Some(j) = &joined {
+        mutations.set.push((config::METHOD_HEADER.into(), j.clone()));
     }
     // For events only: nothing is built when no event can be emitted or counted.
     let (subject, auth) = if cfg.events.enabled() || !cfg.rules.rules.is_empty() {
@@ -445,7 +446,7 @@ fn mutate(
             let claims = id.verified.as_ref().map(|v| &v.claims).or(id.introspected.as_ref().map(|r| &r.claims))?;
             claims.get("sub")?.as_str().map(str::to_string)
         });
-        (subject, (!method_names.is_empty()).then(|| method_names.join(",")))
+        (subject, joined)
     } else {
         (None, None)
     };
