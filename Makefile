@@ -23,6 +23,7 @@ wasm-target:
 build: wasm-target ## Build the release module into dist/portcullis.wasm
 	$(CARGO) build --release --locked --target wasm32-wasip1 -p portcullis
 	@mkdir -p dist && cp $(WASM_OUT) $(DIST)
+	@$(PYTHON) tools/wasm_exports.py $(DIST)
 	@echo "dist/portcullis.wasm: $$(stat -c %s $(DIST)) bytes"
 
 $(ENVOY):
