@@ -76,13 +76,15 @@ validate: build envoy ## envoy --mode validate on every Envoy config in envoy/ a
 e2e: build envoy node-deps rls-deps ## End-to-end tests through a real Envoy (2 workers)
 	ENVOY_BIN=$(abspath $(ENVOY)) $(CARGO) test --locked -p portcullis-harness --tests -- --test-threads=2
 
-istio-validate: build envoy $(VENV)/.istio-deps ## The Istio WasmPlugin and TrafficExtension examples: CRD schema, CEL rules, unknown fields, pluginConfig loaded by the filter
+istio-validate: build envoy $(VENV)/.istio-deps ## The Istio WasmPlugin, TrafficExtension and AuthorizationPolicy examples: CRD schema, CEL rules, unknown fields, pluginConfig loaded by the filter
 	@for f in examples/istio/wasmplugin.yaml examples/istio/wasmplugin-gateway.yaml; do \
 	  $(VENV)/bin/python examples/istio/validate.py $$f \
 	    --schema examples/istio/wasmplugin-crd-schema.json --envoy $(ENVOY) --wasm $(DIST) || exit 1; \
 	done
 	$(VENV)/bin/python examples/istio/validate.py examples/istio/trafficextension.yaml \
 	  --schema examples/istio/trafficextension-crd-schema.json --envoy $(ENVOY) --wasm $(DIST)
+	$(VENV)/bin/python examples/istio/validate.py examples/istio/authorizationpolicy.yaml \
+	  --schema examples/istio/authorizationpolicy-crd-schema.json
 	@for k in wasmplugin trafficextension; do \
 	  sed -e 's/failStrategy:/failstrategy:/' -e 's/pluginConfig:/pluginConfg:/' examples/istio/$$k.yaml > $(VENV)/misspelled.yaml; \
 	  if $(VENV)/bin/python examples/istio/validate.py $(VENV)/misspelled.yaml \

@@ -55,6 +55,8 @@ def schema_kind(schema):
         return "TrafficExtension"
     if "url" in props:
         return "WasmPlugin"
+    if "rules" in props and "action" in props:
+        return "AuthorizationPolicy"
     return None
 
 
@@ -65,6 +67,8 @@ def wasm_fields(kind, spec):
     if kind == "TrafficExtension":
         wasm = spec.get("wasm")
         return (wasm if isinstance(wasm, dict) else None), "spec.wasm"
+    if kind == "AuthorizationPolicy":
+        return None, "spec"
     return spec, "spec"
 
 
@@ -235,8 +239,9 @@ def main():
             continue
         plugins += 1
         errors = []
-        if doc.get("apiVersion") != "extensions.istio.io/v1alpha1":
-            errors.append(f"apiVersion: expected extensions.istio.io/v1alpha1, got {doc.get('apiVersion')!r}")
+        want_api = "security.istio.io/v1" if kind == "AuthorizationPolicy" else "extensions.istio.io/v1alpha1"
+        if doc.get("apiVersion") != want_api:
+            errors.append(f"apiVersion: expected {want_api}, got {doc.get('apiVersion')!r}")
         if not name or name == "?":
             errors.append("metadata.name: missing")
         body = {k: v for k, v in doc.items() if k in ("spec", "status")}
