@@ -110,11 +110,9 @@ fn request(header: &str, value: &str) -> RequestView {
     RequestView {
         method: "GET".into(),
         path: "/orders/42".into(),
-        headers: vec![
-            (":authority".into(), Some("api.example.com".into())),
-            ("user-agent".into(), Some("bench".into())),
-            (header.into(), Some(value.into())),
-        ],
+        headers: [(":authority", Some("api.example.com")), ("user-agent", Some("bench")), (header, Some(value))]
+            .into_iter()
+            .collect(),
         source: Some("127.0.0.1:40000".into()),
         ..RequestView::default()
     }

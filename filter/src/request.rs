@@ -40,9 +40,104 @@ pub struct RequestView {
     /// `:authority` lower-cased, without port (empty when absent).
     pub authority: String,
     /// All headers, names lower-case, in arrival order; `None` for non-UTF-8 values.
-    pub headers: Vec<(String, Option<String>)>,
+    pub headers: Headers,
     /// Downstream peer address (`source.address`), when known.
     pub source: Option<String>,
+}
+
+/// The request's headers in one buffer: names and values are spans of a single string, so
+/// reading a request's headers costs one allocation, not two per header.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    text: String,
+    /// (name start, name end, value start, value end); a value end of `u32::MAX` marks a
+    /// value that is not UTF-8.
+    spans: Vec<(u32, u32, u32, u32)>,
+}
+
+impl Headers {
+    /// Room for `pairs` headers of `bytes` bytes in all.
+    pub fn with_capacity(pairs: usize, bytes: usize) -> Headers {
+        Headers { text: String::with_capacity(bytes), spans: Vec::with_capacity(pairs) }
+    }
+
+    /// Appends a header (the name as given: callers lower-case it).
+    pub fn push(&mut self, name: &str, value: Option<&str>) {
+        let pos = |s: &String| u32::try_from(s.len()).unwrap_or(u32::MAX);
+        let ns = pos(&self.text);
+        self.text.push_str(name);
+        let ne = pos(&self.text);
+        let ve = match value {
+            Some(v) => {
+                self.text.push_str(v);
+                pos(&self.text)
+            }
+            None => u32::MAX,
+        };
+        self.spans.push((ns, ne, ne, ve));
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Every header as (name, value), in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
+        self.spans.iter().map(|&(ns, ne, vs, ve)| {
+            let name = self.text.get(ns as usize..ne as usize).unwrap_or_default();
+            let value = (ve != u32::MAX).then(|| self.text.get(vs as usize..ve as usize).unwrap_or_default());
+            (name, value)
+        })
+    }
+}
+
+impl Headers {
+    /// Reads a header map in the proxy-wasm serialisation (a u32 count, each pair's name and
+    /// value lengths as u32, then each name and value followed by a NUL; little endian),
+    /// lower-casing names and marking non-UTF-8 values. `None` when the bytes do not hold such
+    /// a map.
+    pub fn from_wire(buf: &[u8]) -> Option<Headers> {
+        let word = |at: usize| -> Option<usize> {
+            let b: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+            Some(u32::from_le_bytes(b) as usize)
+        };
+        let count = word(0)?;
+        let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
+        if data > buf.len() {
+            return None;
+        }
+        let mut h = Headers::with_capacity(count, buf.len().saturating_sub(data));
+        for i in 0..count {
+            let (nl, vl) = (word(4 + i * 8)?, word(8 + i * 8)?);
+            let name = buf.get(data..data.checked_add(nl)?)?;
+            let vs = data + nl + 1;
+            let value = buf.get(vs..vs.checked_add(vl)?)?;
+            data = vs + vl + 1;
+            let name = std::str::from_utf8(name).ok()?;
+            let value = std::str::from_utf8(value).ok();
+            // Envoy's names are already lower case: copy only when one is not.
+            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                h.push(&name.to_ascii_lowercase(), value);
+            } else {
+                h.push(name, value);
+            }
+        }
+        Some(h)
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, Option<V>)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, Option<V>)>>(iter: I) -> Headers {
+        let mut h = Headers::default();
+        for (n, v) in iter {
+            h.push(n.as_ref(), v.as_ref().map(AsRef::as_ref));
+        }
+        h
+    }
 }
 
 /// A credential found in the request.
@@ -281,7 +376,7 @@ impl RequestView {
 
     /// Values of every header with this (lower-case) name.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Option<&'a str>> + 'a {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_deref())
+        self.headers.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Extracts exactly one credential from `sources`: `Ok(None)` when there is none.
@@ -423,6 +518,40 @@ pub fn remove_cookie(header: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn wire(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend((n.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend(*n);
+            out.push(0);
+            out.extend(*v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn header_maps_are_read_from_the_wire_into_one_buffer() {
+        let buf = wire(&[(b":method", b"GET"), (b"X-Api-Key", b"k1"), (b"x-bin", b"\xff\xfe"), (b"empty", b"")]);
+        let h = Headers::from_wire(&buf).unwrap();
+        let got: Vec<(&str, Option<&str>)> = h.iter().collect();
+        assert_eq!(
+            got,
+            vec![(":method", Some("GET")), ("x-api-key", Some("k1")), ("x-bin", None), ("empty", Some(""))]
+        );
+        assert_eq!(Headers::from_wire(&wire(&[])).unwrap().len(), 0);
+        // Truncated or lying maps are refused, never read past the end.
+        for cut in 1..buf.len() {
+            let _ = Headers::from_wire(&buf[..cut]);
+        }
+        assert!(Headers::from_wire(&buf[..buf.len() - 3]).is_none());
+        assert!(Headers::from_wire(&[0xff, 0xff, 0xff, 0xff]).is_none(), "a huge count");
+        assert!(Headers::from_wire(&[]).is_none());
+    }
+
     #[test]
     fn the_word_scan_finds_a_space_or_comma_anywhere() {
         for len in 0..40 {
@@ -548,7 +677,7 @@ mod tests {
         assert_eq!(e(req("/", &[("authorization", "Bearer a b")])), ExtractError::Malformed);
         assert_eq!(e(req("/?access_token=%zz", &[])), ExtractError::Malformed);
         let mut bad = req("/", &[]);
-        bad.headers.push(("authorization".into(), None));
+        bad.headers.push("authorization", None);
         assert_eq!(e(bad), ExtractError::Malformed);
     }
 

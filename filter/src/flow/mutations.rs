@@ -21,9 +21,9 @@ pub(crate) fn is_owned(cfg: &Config, name: &str) -> bool {
 pub(crate) fn base_mutations(cfg: &Config, req: &RequestView) -> Mutations {
     // Only headers the request actually carries: every removal is a host call.
     let mut remove: Vec<String> = Vec::new();
-    for (name, _) in &req.headers {
-        if is_owned(cfg, name) && !remove.contains(name) {
-            remove.push(name.clone());
+    for (name, _) in req.headers.iter() {
+        if is_owned(cfg, name) && !remove.iter().any(|r| r == name) {
+            remove.push(name.to_string());
         }
     }
     let path = req.rewritten.then(|| req.path.clone());

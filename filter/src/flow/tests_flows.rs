@@ -427,7 +427,7 @@ fn decisions_become_events_without_secrets() {
     doc["routes"] = json!([{"name": "orders", "match": {"prefix": "/orders"}, "requires": {"any": ["introspection"]}}]);
     let mut w = World::new(doc);
     let mut r = bearer("opaque-token-ev");
-    r.headers.push(("x-request-id".into(), Some("req-1".into())));
+    r.headers.push("x-request-id", Some("req-1"));
     let (_, p) = http(w.start(r));
     let d = done(w.advance(p, Input::Reply(&reply(200, r#"{"active":false}"#))));
     assert_eq!(d.events.len(), 1);

@@ -29,6 +29,28 @@ extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize)
+        -> u32;
+}
+
+/// A header map as the host serialises it (one buffer; parse with
+/// [`crate::request::Headers::from_wire`]). `None` when the host refused; an empty map is
+/// `Some` of an empty buffer.
+pub(crate) fn header_pairs(map: MapType) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer it obtained from this module's
+    // `proxy_on_memory_allocate` (the SDK's, which allocates a `Vec<u8>` of exactly `size`
+    // bytes and forgets it) and its size; ownership passes to the returned `Vec`.
+    unsafe {
+        if proxy_get_header_map_pairs(map, &mut data, &mut size) != 0 {
+            return None;
+        }
+        if data.is_null() {
+            return Some(Vec::new());
+        }
+        Some(Vec::from_raw_parts(data, size, size))
+    }
 }
 
 /// Serialises header pairs the way the ABI expects: a u32 count, then each pair's key and

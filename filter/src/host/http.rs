@@ -303,7 +303,9 @@ impl Http {
         Http { id, shared }
     }
 
-    fn collect(&self, cfg: &crate::config::Config) -> RequestView {
+    /// The request's view, or `None` when the host's header map could not be read (the
+    /// request is then refused: owned headers could not even be seen to be stripped).
+    fn collect(&self, cfg: &crate::config::Config) -> Option<RequestView> {
         let mut view = RequestView::default();
         if cfg.needs_source {
             // Needed to key anonymous clients and lockouts: one host call, only then.
@@ -312,20 +314,17 @@ impl Http {
                 .flatten()
                 .and_then(|b| String::from_utf8(b).ok());
         }
-        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        view.headers.reserve(pairs.len());
-        for (name, value) in pairs {
-            let value = String::from_utf8(value).ok();
-            match name.as_str() {
-                ":method" => view.method = value.clone().unwrap_or_default(),
-                ":path" => view.path = value.clone().unwrap_or_default(),
+        // One host call and one buffer for every header (no allocation per header).
+        let wire = abi::header_pairs(MapType::HttpRequestHeaders)?;
+        view.headers = if wire.is_empty() { Default::default() } else { crate::request::Headers::from_wire(&wire)? };
+        for (name, value) in view.headers.iter() {
+            match name {
+                ":method" => view.method = value.unwrap_or_default().to_string(),
+                ":path" => view.path = value.unwrap_or_default().to_string(),
                 _ => {}
             }
-            // Envoy's header names are already lower case: copy only when one is not.
-            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) { name.to_ascii_lowercase() } else { name };
-            view.headers.push((name, value));
         }
-        view
+        Some(view)
     }
 
     fn on_reply(&mut self, token_id: u32, reply: &Reply) {
@@ -361,7 +360,11 @@ impl HttpContext for Http {
             send(&response::render(&Rejection::new(Reason::Internal, Challenges::default()), "portcullis"));
             return Action::Pause;
         };
-        let view = self.collect(&shared.cfg);
+        let Some(view) = self.collect(&shared.cfg) else {
+            log(LogLevel::Error, "the request's header map could not be read; refusing the request");
+            send(&response::render(&Rejection::new(Reason::Internal, Challenges::default()), &shared.cfg.realm));
+            return Action::Pause;
+        };
         let step = with_ctx(&shared, |ctx| flow::start(ctx, view));
         drive(&shared, self.id, step, end_of_stream)
     }
