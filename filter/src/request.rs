@@ -96,7 +96,7 @@ impl Headers {
 }
 
 impl Headers {
-    /// Reads a header map in the proxy-wasm serialisation (a u32 count, each pair's name and
+    /// Reads a header map in the host ABI's serialisation (a u32 count, each pair's name and
     /// value lengths as u32, then each name and value followed by a NUL; little endian),
     /// lower-casing names and marking non-UTF-8 values. `None` when the bytes do not hold such
     /// a map.
