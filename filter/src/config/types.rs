@@ -397,6 +397,16 @@ pub struct Events {
 }
 
 impl Events {
+    /// The host shared queue every worker hands events to.
+    pub fn queue_name(&self) -> String {
+        self.queue_ns.key("queue")
+    }
+
+    /// The shared-data record where the queue's consumer writes its heartbeat.
+    pub fn consumer_key(&self) -> String {
+        self.queue_ns.key("consumer")
+    }
+
     /// True when any event can go anywhere (otherwise nothing is built).
     pub fn enabled(&self) -> bool {
         self.log || !self.sinks.is_empty()

@@ -108,12 +108,7 @@ impl Shared {
         let now = super::http::clock();
         if now.saturating_sub(self.events_heartbeat.get()) >= 250 {
             self.events_heartbeat.set(now);
-            let _ = crate::store::SharedStore::set(
-                &HostStore,
-                &self.cfg.events.queue_ns.key("consumer"),
-                &now.to_le_bytes(),
-                0,
-            );
+            let _ = crate::store::SharedStore::set(&HostStore, &self.cfg.events.consumer_key(), &now.to_le_bytes(), 0);
         }
         let mut sinks = self.sinks.borrow_mut();
         let mut dropped = 0;
@@ -143,13 +138,6 @@ impl Shared {
             let _ = hostcalls::increment_metric(id, n);
         }
     }
-}
-
-/// The name of the workers' event queue within the sinks' namespace.
-const EVENTS_QUEUE: &str = "queue";
-
-fn key_queue_name(shared: &Shared) -> String {
-    shared.cfg.events.queue_ns.key(EVENTS_QUEUE)
 }
 
 /// 128 random bits from the host: std's `RandomState` is keyed from WASI `random_get`.
@@ -243,14 +231,14 @@ impl Root {
     fn events_consumer(&mut self, shared: &Rc<Shared>) {
         use crate::store::SharedStore;
         let Some(q) = shared.events_queue else { return };
-        let key = shared.cfg.events.queue_ns.key("consumer");
+        let key = shared.cfg.events.consumer_key();
         let now = super::http::clock();
         let last =
             HostStore.get(&key).0.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(0, u64::from_le_bytes);
         if now.saturating_sub(last) <= 1000 {
             return;
         }
-        if hostcalls::register_shared_queue(&key_queue_name(shared)) == Ok(q) {
+        if hostcalls::register_shared_queue(&shared.cfg.events.queue_name()) == Ok(q) {
             shared.events_heartbeat.set(0);
             shared.drain_events(q);
         }
@@ -434,7 +422,7 @@ impl RootContext for Root {
         let events_queue = if cfg.events.sinks.is_empty() {
             None
         } else {
-            match hostcalls::register_shared_queue(&cfg.events.queue_ns.key(EVENTS_QUEUE)) {
+            match hostcalls::register_shared_queue(&cfg.events.queue_name()) {
                 Ok(id) => Some(id),
                 Err(e) => {
                     log(LogLevel::Warn, &format!("event queue not shared ({e:?}): each worker queues its own events"));
