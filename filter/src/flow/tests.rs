@@ -521,7 +521,7 @@ fn rate_limit_buckets_are_per_credential_method_and_anonymous_callers_have_their
     );
     // Every record lives under a versioned, fingerprinted namespace.
     let rl = cfg.rate_limit.as_ref().unwrap();
-    assert!(rl.store_ns.key("x").starts_with("portcullis.v2.rl."));
+    assert!(rl.store_ns.key("x").starts_with("portcullis.v3.rl."));
     assert_ne!(rl.store_ns, rl.anonymous_ns);
 }
 

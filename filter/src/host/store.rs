@@ -18,4 +18,15 @@ impl SharedStore for HostStore {
         let cas = if cas == 0 { None } else { Some(cas) };
         hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
     }
+
+    /// Random per VM (std's `RandomState` is keyed from WASI `random_get`), drawn once.
+    fn writer_id(&self) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *ID.get_or_init(|| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(0);
+            h.finish().max(1)
+        })
+    }
 }

@@ -2,8 +2,11 @@
 //! releases the lease or its hold time passes (a crashed or slow holder never blocks forever).
 //!
 //! The record is the holder's id (up to 32 bytes: a token digest, or empty when any worker may
-//! hold it) followed by the expiry (u64 LE, Unix ms). A first write (CAS 0) is unconditional in
-//! the Proxy-Wasm ABI, so a take is confirmed by reading the record back.
+//! hold it), the writer's id ([`SharedStore::writer_id`], u64 LE) and the expiry (u64 LE, Unix
+//! ms). A first write (CAS 0) is unconditional in the Proxy-Wasm ABI, so a take is confirmed by
+//! reading the record back; the writer's id makes two workers' records differ even when they
+//! wrote the same holder in the same millisecond (without it both read back "their" record and
+//! both held the lease).
 
 use super::SharedStore;
 
@@ -20,18 +23,19 @@ pub enum Lease {
 }
 
 fn decode(v: &[u8]) -> Option<(&[u8], u64)> {
-    let split = v.len().checked_sub(8)?;
+    let split = v.len().checked_sub(16)?;
     if split > MAX_HOLDER {
         return None;
     }
-    let (holder, expiry) = v.split_at(split);
-    Some((holder, u64::from_le_bytes(expiry.try_into().ok()?)))
+    let (holder, rest) = v.split_at(split);
+    Some((holder, u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?)))
 }
 
-fn encode(holder: &[u8], expires_ms: u64) -> Vec<u8> {
+fn encode(holder: &[u8], writer: u64, expires_ms: u64) -> Vec<u8> {
     let holder = holder.get(..MAX_HOLDER).unwrap_or(holder);
-    let mut v = Vec::with_capacity(holder.len() + 8);
+    let mut v = Vec::with_capacity(holder.len() + 16);
     v.extend_from_slice(holder);
+    v.extend_from_slice(&writer.to_le_bytes());
     v.extend_from_slice(&expires_ms.to_le_bytes());
     v
 }
@@ -48,7 +52,7 @@ pub fn try_take(store: &dyn SharedStore, key: &str, holder: &[u8], now_ms: u64, 
     if let Some(same) = live(value) {
         return Lease::Held { same };
     }
-    let mine = encode(holder, now_ms.saturating_add(hold_ms));
+    let mine = encode(holder, store.writer_id(), now_ms.saturating_add(hold_ms));
     if store.set(key, &mine, cas).is_ok() {
         if cas != 0 {
             return Lease::Taken;
@@ -75,7 +79,7 @@ pub fn release(store: &dyn SharedStore, key: &str, holder: &[u8]) {
     let holder = holder.get(..MAX_HOLDER).unwrap_or(holder);
     let (value, cas) = store.get(key);
     if value.as_deref().and_then(decode).is_some_and(|(h, _)| h == holder) {
-        let _ = store.set(key, &encode(holder, 0), cas);
+        let _ = store.set(key, &encode(holder, store.writer_id(), 0), cas);
     }
 }
 
@@ -97,6 +101,41 @@ mod tests {
         assert_eq!(try_take(&s, "l", b"", 1501, 500), Lease::Held { same: true }, "only the holder releases");
         release(&s, "l", b"");
         assert_eq!(try_take(&s, "l", b"", 1501, 500), Lease::Taken);
+    }
+
+    /// Another worker's unconditional first write lands right after ours (same holder, same
+    /// millisecond): the read-back must show we lost.
+    struct Racing<'a> {
+        inner: &'a MemStore,
+        id: u64,
+        rival: u64,
+    }
+
+    impl SharedStore for Racing<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), crate::store::CasMismatch> {
+            self.inner.set(key, value, cas)?;
+            if cas == 0 {
+                // The rival wrote the same record but for its writer id.
+                let mut theirs = value.to_vec();
+                let at = theirs.len() - 16;
+                theirs[at..at + 8].copy_from_slice(&self.rival.to_le_bytes());
+                self.inner.set(key, &theirs, 0)?;
+            }
+            Ok(())
+        }
+        fn writer_id(&self) -> u64 {
+            self.id
+        }
+    }
+
+    #[test]
+    fn two_first_writes_in_the_same_millisecond_leave_one_holder() {
+        let s = MemStore::default();
+        let a = Racing { inner: &s, id: 1, rival: 2 };
+        assert_eq!(try_take(&a, "l", b"digest", 1000, 500), Lease::Held { same: true }, "the rival's write held");
     }
 
     #[test]

@@ -33,10 +33,16 @@ pub trait SharedStore {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, u32);
     /// Writes if the CAS token still matches (0 = unconditional, used only on first write).
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch>;
+    /// An id of this writer (one per VM, random), so records that must tell writers apart —
+    /// a lease confirmed by reading back an unconditional first write — never come out
+    /// byte-identical from two workers that wrote in the same millisecond.
+    fn writer_id(&self) -> u64 {
+        0
+    }
 }
 
 /// The layout version of every shared-data record; bump when any record format changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The key prefix of one configuration's records (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
