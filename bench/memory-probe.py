@@ -7,6 +7,8 @@ Envoy's tcmalloc figures (`/memory`) and each VM's linear memory (the module's o
   python3 bench/memory-probe.py dist/portcullis.wasm @config.json 2
   RELEASE=1 python3 bench/memory-probe.py dist/portcullis.wasm @config.json 2   # memory_allocator_manager on
   TOKEN=<jwt> ...                                                                  # sent as a bearer token
+  HEADER='x-api-key: k' ...                                                        # sent instead
+  HOLD=60 ...       # then keep Envoy up 60 s more (its PID and port printed), e.g. for wrk + perf
 
 Envoy from .venv/bin/envoy (ENVOY_BIN to override); everything on 127.0.0.1, stopped at the end.
 """
@@ -78,6 +80,9 @@ def main():
             return 1
         statuses = {}
         headers = {"authorization": "Bearer " + token} if token else {}
+        if os.environ.get("HEADER"):
+            k, v = os.environ["HEADER"].split(":", 1)
+            headers[k.strip()] = v.strip()
         for _ in range(3000):
             try:
                 r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", headers=headers), timeout=5)
@@ -89,6 +94,9 @@ def main():
         mem = json.loads(urllib.request.urlopen(f"http://{admin}/memory", timeout=2).read())
         print(f"RSS {rss:.1f} MiB after 3000 requests {statuses}")
         print("tcmalloc MiB:", {k: round(int(v) / 1048576, 1) for k, v in mem.items() if str(v).isdigit()})
+        if os.environ.get("HOLD"):
+            print(f"holding: pid {p.pid} port {port}", flush=True)
+            time.sleep(float(os.environ["HOLD"]))
     finally:
         p.terminate()
         p.wait(timeout=20)

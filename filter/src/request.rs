@@ -41,8 +41,46 @@ pub struct RequestView {
     pub authority: String,
     /// All headers, names lower-case, in arrival order; `None` for non-UTF-8 values.
     pub headers: Headers,
-    /// Downstream peer address (`source.address`), when known.
-    pub source: Option<String>,
+    /// Downstream peer address (`source.address`), read from the host only when a decision
+    /// needs it.
+    pub source: PeerAddress,
+}
+
+/// The downstream peer address, read at most once and only when a decision asks for it: an
+/// authenticated client's rate limit, a JWT or an API key never need it, and reading it is a
+/// host property lookup that costs more than the rest of a cached JWT check.
+#[derive(Clone, Default)]
+pub struct PeerAddress {
+    value: std::cell::OnceCell<Option<String>>,
+    load: Option<fn() -> Option<String>>,
+}
+
+impl PeerAddress {
+    /// An address known now (tests, or a host that hands it over up front).
+    pub fn known(address: Option<String>) -> PeerAddress {
+        PeerAddress { value: std::cell::OnceCell::from(address), load: None }
+    }
+
+    /// An address `load` reads on first use (on the request's own context: every flow step
+    /// runs with the request as the host's current context).
+    pub fn lazy(load: fn() -> Option<String>) -> PeerAddress {
+        PeerAddress { value: std::cell::OnceCell::new(), load: Some(load) }
+    }
+
+    /// The address, when known (loads it on first use).
+    pub fn get(&self) -> Option<&str> {
+        self.value.get_or_init(|| self.load.and_then(|f| f())).as_deref()
+    }
+}
+
+impl std::fmt::Debug for PeerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.value.get() {
+            Some(v) => v.fmt(f),
+            None if self.load.is_some() => f.write_str("<not read>"),
+            None => f.write_str("None"),
+        }
+    }
 }
 
 /// The request's headers in one buffer: names and values are spans of a single string, so

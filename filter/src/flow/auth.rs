@@ -293,7 +293,7 @@ fn admit(
                     };
                     (who, &rl.store_ns)
                 }
-                None => (ratelimit::client_key(req.source.as_deref().unwrap_or("unknown")), &rl.anonymous_ns),
+                None => (ratelimit::client_key(req.source.get().unwrap_or("unknown")), &rl.anonymous_ns),
             };
             let cost = match matched {
                 policy::Matched::Route(_, r) => r.cost,

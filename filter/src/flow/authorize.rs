@@ -141,7 +141,7 @@ impl Facts<'_> {
                 (!v.is_empty()).then_some(v)
             }
             AttrKey::SourceIp => {
-                let src = self.req.source.as_deref()?;
+                let src = self.req.source.get()?;
                 Some(vec![crate::net::client_ip(src).to_string()])
             }
             AttrKey::SourcePrincipal => self.peer.uri_san().map(|s| vec![s]),

@@ -665,7 +665,7 @@ pub(crate) fn request_event(
     };
     e.method = Some(req.method.clone());
     e.path = Some(req.path_only().to_string());
-    e.source = req.source.as_deref().map(|s| ratelimit::client_ip(s).to_string());
+    e.source = req.source.get().map(|s| ratelimit::client_ip(s).to_string());
     e.request_id = req.header_values("x-request-id").next().flatten().map(str::to_string);
     if cfg.rules.on_api_key {
         e.api_key_id = api_key_id(cfg, req);

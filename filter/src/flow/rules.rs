@@ -81,6 +81,6 @@ pub(super) fn blocked(ctx: &Ctx, effect: Effect, kt: engine::KeyType, key: &str)
 
 /// The address key rules use for `source`.
 pub(super) fn source_key(req: &RequestView) -> Option<String> {
-    let k = crate::net::client_key(req.source.as_deref()?);
+    let k = crate::net::client_key(req.source.get()?);
     Some(k.strip_prefix("addr:").map_or(k.clone(), str::to_string))
 }

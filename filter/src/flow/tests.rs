@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
+use crate::request::PeerAddress;
 use crate::apikey;
 use crate::crypto::NoNative;
 use crate::store::MemStore;
@@ -582,7 +583,7 @@ fn an_anonymous_flood_never_pushes_authenticated_clients_into_table_full() {
     let mut anon_limited = 0;
     for i in 0..2560u32 {
         let mut r = req("/public/x", &[]);
-        r.source = Some(format!("198.51.{}.{}:1234", i / 256, i % 256));
+        r.source = PeerAddress::known(Some(format!("198.51.{}.{}:1234", i / 256, i % 256)));
         if status(&decided(run(&cfg, &mut st, &store, NOW, r))) == 429 {
             anon_limited += 1;
         }
@@ -599,6 +600,41 @@ fn an_anonymous_flood_never_pushes_authenticated_clients_into_table_full() {
         }
     }
     assert_eq!(denied, 0, "authenticated clients are never limited by an anonymous flood");
+}
+
+thread_local! {
+    static ADDRESS_READS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn counted_address() -> Option<String> {
+    ADDRESS_READS.with(|n| n.set(n.get() + 1));
+    Some("198.51.100.9:4000".into())
+}
+
+/// The peer address is a host lookup that costs more than a cached JWT check: an
+/// authenticated client's rate limit never reads it, an anonymous caller's reads it once.
+#[test]
+fn the_peer_address_is_read_only_when_a_decision_needs_it() {
+    let s = Signer::new("k1");
+    let cfg = cfg_with(
+        &s,
+        json!({"rate_limit": {"plans": {"p": {"requests": 1000, "per": "60s"}}, "default_plan": "p"},
+               "routes": [{"match": {"prefix": "/public"}, "requires": "none"},
+                          {"match": {"prefix": "/"}, "requires": {"any": ["corp"]}}]}),
+    );
+    let (mut st, store) = (WorkerState::new(&cfg), MemStore::default());
+    let tok = s.mint(claims());
+    let mut r = req("/x", &[("authorization", &format!("Bearer {tok}"))]);
+    r.source = PeerAddress::lazy(counted_address);
+    assert_eq!(status(&decided(run(&cfg, &mut st, &store, NOW, r))), 200);
+    assert_eq!(ADDRESS_READS.with(|n| n.get()), 0, "an authenticated client is keyed by its id");
+    let mut r = req("/public/x", &[]);
+    r.source = PeerAddress::lazy(counted_address);
+    assert_eq!(status(&decided(run(&cfg, &mut st, &store, NOW, r.clone()))), 200);
+    assert_eq!(ADDRESS_READS.with(|n| n.get()), 1, "an anonymous caller is keyed by its address");
+    assert_eq!(r.source.get(), Some("198.51.100.9:4000"));
+    assert_eq!(r.source.get(), Some("198.51.100.9:4000"));
+    assert_eq!(ADDRESS_READS.with(|n| n.get()), 2, "read once per request, then remembered");
 }
 
 #[test]

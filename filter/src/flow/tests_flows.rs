@@ -8,6 +8,7 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::request::PeerAddress;
 use crate::crypto::NoNative;
 use crate::password::NoSigner;
 use crate::store::MemStore;
@@ -65,7 +66,7 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)], source: &str) -> 
         method: method.into(),
         path: path.into(),
         headers: headers.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
-        source: Some(source.into()),
+        source: PeerAddress::known(Some(source.into())),
         ..RequestView::default()
     }
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::tests::{cfg_with, claims, decided, mutations, req, set, status, Signer, NOW};
 use super::*;
+use crate::request::PeerAddress;
 use crate::crypto::NoNative;
 use crate::request::Peer;
 use crate::store::MemStore;
@@ -121,18 +122,18 @@ fn allowed_clients_and_when_conditions() {
     let good = bearer(&s, c.clone());
     let managed = |src: &str| {
         let mut r = req("/admin", &[("authorization", &good), ("x-device-managed", "true")]);
-        r.source = Some(src.into());
+        r.source = PeerAddress::known(Some(src.into()));
         r
     };
     assert_eq!(status(&run_with(&cfg, &FakePeer::default(), managed("198.51.100.7:5000"))), 200);
     let d = run_with(&cfg, &FakePeer::default(), managed("203.0.113.9:5000"));
     assert_eq!(d.reason, Some(Reason::PolicyDenied), "source.ip notValues");
     let mut r = req("/admin", &[("authorization", &good)]);
-    r.source = Some("198.51.100.7:5000".into());
+    r.source = PeerAddress::known(Some("198.51.100.7:5000".into()));
     assert_eq!(run_with(&cfg, &FakePeer::default(), r).reason, Some(Reason::PolicyDenied), "header missing");
     c["groups"] = json!(["dev"]);
     let mut r = req("/admin", &[("authorization", &bearer(&s, c)), ("x-device-managed", "true")]);
-    r.source = Some("198.51.100.7:5000".into());
+    r.source = PeerAddress::known(Some("198.51.100.7:5000".into()));
     let d = run_with(&cfg, &FakePeer::default(), r);
     assert_eq!(d.reason, Some(Reason::PolicyDenied), "array claim without a match");
     let Action::Reply(resp) = &d.action else { panic!() };

@@ -392,7 +392,7 @@ fn lockout_table<'a>(ctx: &Ctx<'a>, pg: &'a crate::config::PasswordGrant, subjec
 /// Lockout subjects: the username, and the source address when known.
 fn subjects(request: &PasswordRequest, req: &RequestView) -> Vec<String> {
     let mut out = vec![lockout::user_subject(&request.username)];
-    if let Some(src) = &req.source {
+    if let Some(src) = req.source.get() {
         out.push(lockout::addr_subject(src));
     }
     out

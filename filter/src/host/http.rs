@@ -293,6 +293,11 @@ pub(crate) fn deliver(shared: &Rc<Shared>, token: u32, reply: &Reply) -> bool {
     true
 }
 
+/// The current request's downstream address (`source.address`): a host property lookup.
+fn peer_address() -> Option<String> {
+    hostcalls::get_property(vec!["source", "address"]).ok().flatten().and_then(|b| String::from_utf8(b).ok())
+}
+
 pub(crate) struct Http {
     id: u32,
     shared: Option<Rc<Shared>>,
@@ -308,11 +313,8 @@ impl Http {
     fn collect(&self, cfg: &crate::config::Config) -> Option<RequestView> {
         let mut view = RequestView::default();
         if cfg.needs_source {
-            // Needed to key anonymous clients and lockouts: one host call, only then.
-            view.source = hostcalls::get_property(vec!["source", "address"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok());
+            // Read on first use only (anonymous clients, lockouts, source rules and policy).
+            view.source = crate::request::PeerAddress::lazy(peer_address);
         }
         // One host call and one buffer for every header (no allocation per header).
         let wire = abi::header_pairs(MapType::HttpRequestHeaders)?;
