@@ -113,7 +113,7 @@ fn request(header: &str, value: &str) -> RequestView {
         headers: [(":authority", Some("api.example.com")), ("user-agent", Some("bench")), (header, Some(value))]
             .into_iter()
             .collect(),
-        source: Some("127.0.0.1:40000".into()),
+        source: portcullis::request::PeerAddress::known(Some("127.0.0.1:40000".into())),
         ..RequestView::default()
     }
 }
