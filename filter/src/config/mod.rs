@@ -1,7 +1,8 @@
 //! Plugin configuration (SPEC §2), in two phases:
 //!
 //! 1. **Shape**: serde types (`Raw…`, `deny_unknown_fields`) read the JSON. Type errors and
-//!    unknown fields are reported with their field path by `serde_path_to_error`.
+//!    unknown fields are reported with their field path ([`locate`]: computed from where
+//!    serde_json stopped, only when it refuses).
 //! 2. **Meaning**: [`validate`] turns the raw types into the validated [`Config`] the rest of
 //!    the filter uses, checking every cross-reference (plans, providers named by routes),
 //!    parsing durations, hashes and inline key sets, and resolving secrets from VM environment
@@ -13,6 +14,8 @@
 pub mod duration;
 
 use std::fmt;
+
+use serde::Deserialize as _;
 
 /// A configuration error: the field path (`providers.corp.audiences[0]`) and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,7 @@ mod capabilities;
 mod events;
 mod fields;
 pub mod intro;
+mod locate;
 pub mod route;
 mod schema;
 mod types;
@@ -79,15 +83,13 @@ fn parse_raw(json: &[u8]) -> Result<RawConfig, ConfigError> {
         return err("", "configuration is empty: give a JSON object (see README)");
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            // The line and column locate a syntax error; the path would only say "?".
-            return ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {inner}") };
+    let raw = RawConfig::deserialize(&mut de).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            // The line and column locate a syntax error; a path would say nothing more.
+            return ConfigError { path: String::new(), message: format!("configuration is not valid JSON: {e}") };
         }
-        let path = if path == "." { String::new() } else { path };
-        let message = operator_message(&strip_position(&inner.to_string()));
+        let path = locate::path_at(text, locate::offset_of(text, e.line(), e.column()));
+        let message = operator_message(&strip_position(&e.to_string()));
         if path.is_empty() && message == "must be a JSON object" {
             return ConfigError { path, message: "configuration must be a JSON object".into() };
         }
@@ -128,9 +130,9 @@ pub fn json_schema() -> serde_json::Value {
 
 /// Rewrites serde messages that would expose internal type names.
 pub(crate) fn operator_message(m: &str) -> String {
-    if m.contains("untagged enum RawRequires") {
-        return "must be \"none\" or an object {\"any\": [...]} or {\"all\": [...]} listing credential method names"
-            .into();
+    // A visitor whose `expecting` is the whole sentence (`requires`).
+    if let Some((_, sentence)) = m.strip_prefix("invalid type: ").and_then(|t| t.split_once(", expected must be ")) {
+        return format!("must be {sentence}");
     }
     if m.contains("expected struct Raw") {
         return "must be a JSON object".into();

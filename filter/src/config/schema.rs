@@ -403,12 +403,58 @@ pub(crate) struct RawMatch {
     pub(crate) headers: Vec<RawHeaderMatch>,
 }
 
-#[derive(Debug, Deserialize)]
+// `"none"` or `{"any"|"all"|"optional": [...]}`. Read by hand rather than as an untagged
+// enum: an untagged enum buffers the value and refuses it after serde_json has moved past it,
+// so the error's position (and with it the field path, see `locate`) would name the
+// enclosing object. (A plain comment: doc comments become the JSON Schema's descriptions.)
+#[derive(Debug)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(untagged)]
+#[cfg_attr(feature = "schema", serde(untagged))]
 pub(crate) enum RawRequires {
     Word(String),
     List(RawRequiresList),
+}
+
+const REQUIRES: &str =
+    "must be \"none\" or an object {\"any\": [...]} or {\"all\": [...]} listing credential method names";
+
+impl<'de> Deserialize<'de> for RawRequires {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawRequires;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(REQUIRES)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawRequires, E> {
+                Ok(RawRequires::Word(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawRequires, A::Error> {
+                refuse_seq(seq, REQUIRES)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawRequires, A::Error> {
+                let value = read_object(map)?;
+                RawRequiresList::deserialize(value).map(RawRequires::List).map_err(|_| serde::de::Error::custom(REQUIRES))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Refuses an array with `message` after reading it whole (positioned like [`read_object`]).
+fn refuse_seq<'de, A: serde::de::SeqAccess<'de>, T>(mut seq: A, message: &str) -> Result<T, A::Error> {
+    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+    Err(serde::de::Error::custom(message))
+}
+
+/// Reads a whole JSON object (so a refusal of its content is positioned after it, at the
+/// field that holds it).
+fn read_object<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<serde_json::Value, A::Error> {
+    let mut out = serde_json::Map::new();
+    while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+        out.insert(k, v);
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -489,6 +535,8 @@ impl schemars::JsonSchema for Duration {
     }
 }
 
+const DURATION: &str = "must be a duration: \"300s\", \"0.5s\" or {\"seconds\": 300, \"nanos\": 0}";
+
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -499,15 +547,20 @@ impl<'de> Deserialize<'de> for Duration {
             #[serde(default)]
             nanos: i64,
         }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Text(String),
-            Object(Object),
-        }
-        match Repr::deserialize(d) {
-            Ok(Repr::Text(t)) => Ok(Duration(t)),
-            Ok(Repr::Object(o)) => {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(DURATION)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                Ok(Duration(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Duration, A::Error> {
+                refuse_seq(seq, DURATION)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Duration, A::Error> {
+                let o = Object::deserialize(read_object(map)?).map_err(|_| serde::de::Error::custom(DURATION))?;
                 if o.seconds < 0 || !(0..1_000_000_000).contains(&o.nanos) {
                     return Ok(Duration(format!("{}.{}s", o.seconds, o.nanos)));
                 }
@@ -515,10 +568,10 @@ impl<'de> Deserialize<'de> for Duration {
                 let frac = frac.trim_end_matches('0');
                 Ok(Duration(if frac.is_empty() { format!("{}s", o.seconds) } else { format!("{}.{frac}s", o.seconds) }))
             }
-            Err(_) => Err(serde::de::Error::custom(
-                "must be a duration: \"300s\", \"0.5s\" or {\"seconds\": 300, \"nanos\": 0}",
-            )),
         }
+        // Anything else is refused inside `deserialize_any` with `expecting` as the message
+        // (see `operator_message`), so serde_json positions it at the value.
+        d.deserialize_any(V)
     }
 }
 

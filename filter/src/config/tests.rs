@@ -53,7 +53,7 @@ const INVALID: &[(&str, &str)] = &[
     ("not json", "configuration is not valid JSON: expected ident at line 1 column 2"),
     ("{} x", "configuration is not valid JSON: trailing characters at line 1 column 4"),
     ("{}{}", "configuration is not valid JSON: trailing characters at line 1 column 3"),
-    (r#"{"mode":"enforce","mode":"shadow"}"#, "duplicate field `mode`"),
+    (r#"{"mode":"enforce","mode":"shadow"}"#, "mode: duplicate field `mode`"),
     // Unknown fields, top level and nested.
     (
         r#"{"modes":"shadow"}"#,
