@@ -8,6 +8,9 @@ VENV     := .venv
 ENVOY    := $(VENV)/bin/envoy
 WASM_OUT := target/wasm32-wasip1/release/portcullis.wasm
 DIST     := dist/portcullis.wasm
+# The same filter without the pure-Rust crypto paths (feature `pure-crypto` off): RS*/ES*
+# through Envoy's verify_signature/sign only; smaller, and cheaper in proxy memory.
+NATIVE_DIST := dist/portcullis-native.wasm
 ENVOY_VERSION := 1.40.0
 # Every Envoy config that must pass `envoy --mode validate`.
 ENVOY_CONFIGS := $(wildcard envoy/*.yaml) $(wildcard examples/envoy/*.yaml)
@@ -20,11 +23,14 @@ help: ## List targets
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
-build: wasm-target ## Build the release module into dist/portcullis.wasm
+build: wasm-target ## Build the release modules: dist/portcullis.wasm and dist/portcullis-native.wasm (no pure-Rust crypto)
 	$(CARGO) build --release --locked --target wasm32-wasip1 -p portcullis
 	@mkdir -p dist && cp $(WASM_OUT) $(DIST)
 	@$(PYTHON) tools/wasm_exports.py $(DIST)
-	@echo "dist/portcullis.wasm: $$(stat -c %s $(DIST)) bytes"
+	$(CARGO) build --release --locked --target wasm32-wasip1 -p portcullis --no-default-features --target-dir target/native
+	@cp target/native/wasm32-wasip1/release/portcullis.wasm $(NATIVE_DIST)
+	@$(PYTHON) tools/wasm_exports.py $(NATIVE_DIST)
+	@echo "dist/portcullis.wasm: $$(stat -c %s $(DIST)) bytes; dist/portcullis-native.wasm: $$(stat -c %s $(NATIVE_DIST)) bytes"
 
 $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,12 +65,15 @@ fmt-check:
 clippy: wasm-target
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --locked -p portcullis --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy --locked -p portcullis --all-targets --no-default-features -- -D warnings
+	$(CARGO) clippy --locked -p portcullis --target wasm32-wasip1 --no-default-features -- -D warnings
 
 lint: fmt-check clippy ## fmt check + clippy -D warnings (native and wasm32)
 
 unit: ## Unit and property tests (native)
 	$(CARGO) test --locked --workspace --lib --bins
 	$(CARGO) test --locked -p portcullis --tests
+	$(CARGO) test --locked -p portcullis --lib --no-default-features tests_native
 	$(CARGO) test --locked -p portcullis-cli --tests
 
 validate: build envoy ## envoy --mode validate on every Envoy config in envoy/ and examples/
@@ -99,9 +108,10 @@ oci: build $(VENV)/.oci-deps ## Push IMAGE=<registry>/<name>:<tag> (oci layout) 
 oci-test: build $(VENV)/.oci-deps ## Push both layouts to a real registry on 127.0.0.1 and pull them back as Istio does
 	$(VENV)/bin/python tools/oci_test.py $(DIST)
 
-release: build ## dist/: portcullis.wasm, its sha256 and the configuration's JSON Schema
+release: build ## dist/: portcullis.wasm and portcullis-native.wasm, their sha256 and the configuration's JSON Schema
 	cp schema/portcullis.schema.json dist/portcullis.schema.json
 	cd dist && sha256sum portcullis.wasm > portcullis.wasm.sha256 && cat portcullis.wasm.sha256
+	cd dist && sha256sum portcullis-native.wasm > portcullis-native.wasm.sha256 && cat portcullis-native.wasm.sha256
 
 schema: ## Regenerate schema/portcullis.schema.json from the configuration types
 	$(CARGO) run --quiet --locked -p portcullis-cli -- schema > schema/portcullis.schema.json.tmp

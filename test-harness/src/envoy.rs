@@ -35,6 +35,14 @@ pub fn wasm_path() -> PathBuf {
     }
 }
 
+/// The native-crypto-only module: `$PORTCULLIS_NATIVE_WASM`, else `dist/portcullis-native.wasm`.
+pub fn native_wasm_path() -> PathBuf {
+    match std::env::var_os("PORTCULLIS_NATIVE_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => repo_root().join("dist/portcullis-native.wasm"),
+    }
+}
+
 /// A static cluster pointing at 127.0.0.1:port.
 pub fn cluster(name: &str, port: u16) -> Value {
     json!({

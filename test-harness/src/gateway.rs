@@ -33,11 +33,11 @@
 //!
 //! Everything else is [`Envoy`]'s rule: port 0 everywhere, `--disable-hot-restart`,
 //! `--concurrency 2`, killed by PID on drop. The JSON pieces come from [`crate::envoy`]
-//! ([`listener`], [`cluster`], [`portcullis_filter`]), so a test never writes Envoy JSON itself.
+//! ([`listener`], [`cluster`], [`crate::envoy::portcullis_filter`]), so a test never writes Envoy JSON itself.
 
 use serde_json::{json, Value};
 
-use crate::envoy::{bootstrap, cluster, listener, portcullis_filter, with_use_remote_address, Envoy};
+use crate::envoy::{bootstrap, cluster, listener, portcullis_filter_from, wasm_path, with_use_remote_address, Envoy};
 use crate::pki::Pki;
 use crate::rls::grpc_cluster;
 
@@ -59,6 +59,8 @@ pub struct Listener {
     allow_on_headers_stop_iteration: bool,
     /// `(certificate chain, private key, trusted CA)`, PEM text.
     tls: Option<(String, String, String)>,
+    /// The module, when not [`wasm_path`]'s.
+    wasm: Option<std::path::PathBuf>,
 }
 
 impl Listener {
@@ -76,7 +78,14 @@ impl Listener {
             routes: Vec::new(),
             allow_on_headers_stop_iteration: false,
             tls: None,
+            wasm: None,
         }
+    }
+
+    /// Runs this module instead of [`wasm_path`]'s (e.g. `dist/portcullis-native.wasm`).
+    pub fn wasm(mut self, path: &std::path::Path) -> Listener {
+        self.wasm = Some(path.to_path_buf());
+        self
     }
 
     /// Adds an environment variable of the filter's VM (e.g. a secret named by `*_env`).
@@ -149,7 +158,8 @@ impl Listener {
     /// The listener's Envoy JSON.
     pub fn to_json(&self) -> Value {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut filter = portcullis_filter(&self.plugin_config, &env);
+        let wasm = self.wasm.clone().unwrap_or_else(wasm_path);
+        let mut filter = portcullis_filter_from(&wasm, &self.plugin_config, &env);
         if self.allow_on_headers_stop_iteration {
             filter["typed_config"]["config"]["allow_on_headers_stop_iteration"] = json!(true);
         }
@@ -247,6 +257,11 @@ impl Gateway {
     }
 
     /// The whole bootstrap.
+    /// Every listener runs this module (see [`Listener::wasm`]).
+    pub fn wasm(self, path: &std::path::Path) -> Gateway {
+        self.each(|l| l.wasm(path))
+    }
+
     pub fn bootstrap(&self) -> Value {
         bootstrap(self.listeners.iter().map(Listener::to_json).collect(), self.clusters.clone())
     }
@@ -272,6 +287,7 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envoy::portcullis_filter;
 
     fn hcm(bootstrap: &Value, i: usize) -> &Value {
         &bootstrap["static_resources"]["listeners"][i]["filter_chains"][0]["filters"][0]["typed_config"]

@@ -80,3 +80,35 @@ fn every_algorithm_on_both_paths() {
     let none = forge(r#"{"alg":"none"}"#, &idp.default_claims("orders-api").to_string(), b"");
     assert_eq!(status(&envoy, &none), 401);
 }
+
+/// `dist/portcullis-native.wasm` (built without pure-Rust crypto): RS*/ES* verified by
+/// Envoy's BoringSSL, HS256 in Rust, and what only the pure path verifies refused — PS* and
+/// EdDSA tokens get 401 and their keys are skipped, `crypto: "pure"` is a configuration error.
+#[test]
+fn the_native_only_module_verifies_through_envoy_and_refuses_the_rest() {
+    let idp = TestIdp::start();
+    let up = EchoUpstream::start();
+    let wasm = portcullis_harness::envoy::native_wasm_path();
+    let cfg = |crypto: &str| {
+        json!({
+            "crypto": crypto,
+            "providers": {"corp": {
+                "issuer": idp.issuer(), "audiences": ["orders-api"],
+                "local_jwks": {"inline_string": idp.public_jwks_for(&["rsa-a", "p256-a", "p384-a", "ed25519-a"])},
+                "hmac_secret_env": "HMAC"
+            }}
+        })
+    };
+    let envoy = Gateway::new(&cfg("auto")).wasm(&wasm).env("HMAC", SECRET).cluster("upstream", up.port).start();
+    let mut native = 0;
+    for (name, token, on_host) in tokens(&idp) {
+        let pure_only = matches!(name, "PS256" | "PS384" | "PS512" | "EdDSA");
+        assert_eq!(status(&envoy, &token), if pure_only { 401 } else { 200 }, "{name}");
+        native += u64::from(on_host);
+    }
+    assert_eq!(envoy.stat("wasmcustom.portcullis.crypto.native"), native, "RS*/ES* decided by Envoy");
+    assert!(envoy.log().contains("Ed25519 keys need the pure-Rust build"), "the skipped key is logged");
+    let refused = Gateway::new(&cfg("pure")).wasm(&wasm).env("HMAC", SECRET).cluster("upstream", up.port).try_start();
+    let log = refused.err().expect("crypto: pure is refused by the native-only module");
+    assert!(log.contains("crypto: \"pure\" needs the pure-Rust build"), "{log}");
+}

@@ -204,3 +204,33 @@ fn a_hanging_backend_is_bounded_by_its_timeout_and_failures_are_503() {
     assert_eq!(login(&envoy, "alice", "pw-alice", &[]).status, 503);
     assert_eq!(login(&envoy, "bob", "pw-bob", &[]).status, 200);
 }
+
+/// `dist/portcullis-native.wasm` issues through Envoy's `sign` (it has no other signer) and
+/// publishes the same public key, read from the PKCS#8 key without pure-Rust crypto.
+#[test]
+fn the_native_only_module_issues_through_envoy_sign() {
+    let idp = idp_with_users();
+    let up = EchoUpstream::start();
+    let pem =
+        std::fs::read_to_string(portcullis_harness::envoy::repo_root().join("test-harness/keys/p256-a.pem")).unwrap();
+    let issue = json!({"issuer": "https://gateway.test", "audiences": ["orders-api"], "lifetime": "900s",
+        "algorithm": "ES256", "signing_key_pem_env": "SIGNING_KEY", "kid": "p256-a", "jwks_path": "/.well-known/portcullis/jwks.json"});
+    let cfg = json!({
+        "password_grant": grant("issue", json!({"issue": issue})),
+        "providers": {"gateway": {"issuer": "https://gateway.test", "audiences": ["orders-api"],
+            "local_jwks": {"inline_string": idp.public_jwks_for(&["p256-a"])}}},
+        "routes": [{"match": {"prefix": "/orders"}, "requires": {"any": ["gateway"]}}]
+    });
+    let native = portcullis_harness::envoy::native_wasm_path();
+    let envoy = gateway(&idp, &up, cfg).wasm(&native).env("SIGNING_KEY", &pem).start();
+    let r = login(&envoy, "alice", "pw-alice", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(envoy.stat("wasmcustom.portcullis.grant.issued_native"), 1);
+    let jwks = http::get(&envoy.url("/.well-known/portcullis/jwks.json"), &[]).unwrap().json();
+    let ours: Value = serde_json::from_str(&idp.public_jwks_for(&["p256-a"])).unwrap();
+    assert_eq!((&jwks["keys"][0]["x"], &jwks["keys"][0]["y"]), (&ours["keys"][0]["x"], &ours["keys"][0]["y"]));
+    let r = http::get(&envoy.url("/orders"), &[("authorization", &format!("Bearer {token}"))]).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-portcullis-client"], "alice");
+}

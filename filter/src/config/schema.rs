@@ -434,7 +434,9 @@ impl<'de> Deserialize<'de> for RawRequires {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawRequires, A::Error> {
                 let value = read_object(map)?;
-                RawRequiresList::deserialize(value).map(RawRequires::List).map_err(|_| serde::de::Error::custom(REQUIRES))
+                RawRequiresList::deserialize(value)
+                    .map(RawRequires::List)
+                    .map_err(|_| serde::de::Error::custom(REQUIRES))
             }
         }
         d.deserialize_any(V)

@@ -35,6 +35,11 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     };
     let crypto = match raw.crypto.as_deref() {
         None | Some("auto") => CryptoMode::Auto,
+        Some("pure") if !crate::crypto::PURE => return err(
+            "crypto",
+            "\"pure\" needs the pure-Rust build (portcullis.wasm): this module (portcullis-native.wasm) verifies and \
+                 signs through the host only",
+        ),
         Some("pure") => CryptoMode::Pure,
         Some(other) => return err("crypto", format!("must be \"auto\" or \"pure\", got {other:?}")),
     };

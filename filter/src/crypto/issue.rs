@@ -3,8 +3,11 @@
 
 use std::fmt;
 
+#[cfg(feature = "pure-crypto")]
 use jwt_simple::algorithms::{ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, EdDSAKeyPairLike, RSAKeyPairLike};
+#[cfg(any(feature = "pure-crypto", test))]
 use jwt_simple::claims::JWTClaims;
+#[cfg(feature = "pure-crypto")]
 use jwt_simple::prelude::{ES256KeyPair, Ed25519KeyPair, RS256KeyPair};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -89,6 +92,8 @@ pub fn parse_sign_result(bytes: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The parsed private key the pure path signs with.
+#[cfg(feature = "pure-crypto")]
 pub(super) enum PrivateKey {
     Es256(Box<ES256KeyPair>),
     Rs256(Box<RS256KeyPair>),
@@ -114,6 +119,7 @@ pub struct Issuer {
     pub lifetime_s: u64,
     pub alg: SigningAlg,
     pub kid: String,
+    #[cfg(feature = "pure-crypto")]
     key: PrivateKey,
     /// The PKCS#8 PEM, handed to the host's native signer.
     pem: String,
@@ -137,6 +143,34 @@ impl fmt::Debug for Issuer {
 
 pub(super) const PKCS8_LABEL: &str = "-----BEGIN PRIVATE KEY-----";
 
+/// The public JWK members of a P-256 key from its SEC1 point `04‖x‖y`.
+fn ec_jwk(point: &[u8]) -> Option<Value> {
+    match (point.len(), point.get(1..33), point.get(33..65)) {
+        (65, Some(x), Some(y)) => {
+            Some(serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64::encode(x), "y": b64::encode(y)}))
+        }
+        _ => None,
+    }
+}
+
+/// The public JWK members of an RSA key (≥ 2048 bits); sets `rsa_len` to the modulus length.
+fn rsa_jwk(n: &[u8], e: &[u8], rsa_len: &mut usize) -> Result<Value, String> {
+    let n = &n[n.iter().take_while(|b| **b == 0).count()..];
+    *rsa_len = n.len();
+    if n.len() < 256 {
+        return Err("RSA keys must have at least 2048 bits".into());
+    }
+    Ok(serde_json::json!({"kty": "RSA", "n": b64::encode(n), "e": b64::encode(e)}))
+}
+
+/// The DER inside a PKCS#8 PEM (`None` when it is not one).
+pub fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body = pem.trim().strip_prefix(PKCS8_LABEL)?.trim_end().strip_suffix("-----END PRIVATE KEY-----")?;
+    let text: String = body.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
 impl Issuer {
     /// Builds an issuer from a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`) of the
     /// configured algorithm: P-256 for ES256, RSA ≥ 2048 bits for RS256, Ed25519 for EdDSA.
@@ -157,26 +191,17 @@ impl Issuer {
         }
         let wrong = || format!("is not a valid PKCS#8 {} private key", alg.name());
         let mut rsa_len = 0;
+        #[cfg(feature = "pure-crypto")]
         let (key, jwk) = match alg {
             SigningAlg::ES256 => {
                 let k = ES256KeyPair::from_pem(pem).map_err(|_| wrong())?.with_key_id(kid);
                 let point = k.public_key().public_key().to_bytes_uncompressed();
-                let (x, y) = match (point.get(1..33), point.get(33..65)) {
-                    (Some(x), Some(y)) if point.len() == 65 => (x, y),
-                    _ => return Err(wrong()),
-                };
-                let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64::encode(x), "y": b64::encode(y)});
-                (PrivateKey::Es256(Box::new(k)), jwk)
+                (PrivateKey::Es256(Box::new(k)), ec_jwk(&point).ok_or_else(wrong)?)
             }
             SigningAlg::RS256 => {
                 let k = RS256KeyPair::from_pem(pem).map_err(|_| wrong())?.with_key_id(kid);
                 let c = k.public_key().to_components();
-                let skip = c.n.iter().take_while(|b| **b == 0).count();
-                rsa_len = c.n.len() - skip;
-                if rsa_len < 256 {
-                    return Err("RSA keys must have at least 2048 bits".into());
-                }
-                let jwk = serde_json::json!({"kty": "RSA", "n": b64::encode(&c.n[skip..]), "e": b64::encode(&c.e)});
+                let jwk = rsa_jwk(&c.n, &c.e, &mut rsa_len)?;
                 (PrivateKey::Rs256(Box::new(k)), jwk)
             }
             SigningAlg::EdDSA => {
@@ -185,6 +210,23 @@ impl Issuer {
                     serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64::encode(&k.public_key().to_bytes())});
                 (PrivateKey::EdDSA(Box::new(k)), jwk)
             }
+        };
+        // Without the pure path only the host signs: the key is read for its public half.
+        #[cfg(not(feature = "pure-crypto"))]
+        let jwk = match (alg, pem_der(pem).as_deref().and_then(der::pkcs8_public)) {
+            (SigningAlg::EdDSA, _) => {
+                return Err("EdDSA needs the pure-Rust build (portcullis.wasm): Envoy's `sign` cannot sign Ed25519".into())
+            }
+            (SigningAlg::ES256, Some(der::Pkcs8Public::Ec { curve: Curve::P256, point: Some(p) })) => {
+                ec_jwk(&p).ok_or_else(wrong)?
+            }
+            (SigningAlg::ES256, Some(der::Pkcs8Public::Ec { curve: Curve::P256, point: None })) => {
+                return Err("is a PKCS#8 P-256 key without its public key, which this build (native crypto only) cannot \
+                            derive: write it with `openssl pkcs8 -topk8 -nocrypt` from an `openssl ecparam -genkey` key"
+                    .into())
+            }
+            (SigningAlg::RS256, Some(der::Pkcs8Public::Rsa { n, e })) => rsa_jwk(&n, &e, &mut rsa_len)?,
+            _ => return Err(wrong()),
         };
         let mut jwk = jwk;
         jwk["kid"] = Value::String(kid.to_string());
@@ -197,6 +239,7 @@ impl Issuer {
             lifetime_s,
             alg,
             kid: kid.to_string(),
+            #[cfg(feature = "pure-crypto")]
             key,
             pem: pem.to_string(),
             rsa_len,
@@ -280,6 +323,7 @@ impl Issuer {
     /// (all standard fields unset, the whole map as custom claims: serialized identically)
     /// and its signing input is checked to be byte-identical to ours before its signature is
     /// taken. Ed25519 signs the input directly (deterministic, RFC 8032).
+    #[cfg(feature = "pure-crypto")]
     fn pure_signature(&self, input: &str, claims: &Map<String, Value>) -> Result<String, SignError> {
         let token = match &self.key {
             PrivateKey::EdDSA(k) => {
@@ -298,6 +342,12 @@ impl Issuer {
         Ok(sig.to_string())
     }
 
+    /// Without the pure path nothing signs when the host does not.
+    #[cfg(not(feature = "pure-crypto"))]
+    fn pure_signature(&self, _input: &str, _claims: &Map<String, Value>) -> Result<String, SignError> {
+        Err(SignError::Pure)
+    }
+
     /// The public key set (`{"keys":[{…,"kid","alg","use":"sig"}]}`) to publish on
     /// `jwks_path`.
     pub fn public_jwks(&self) -> String {
@@ -311,6 +361,7 @@ impl Issuer {
     }
 }
 
+#[cfg(any(feature = "pure-crypto", test))]
 pub(crate) fn custom_only(claims: &Map<String, Value>) -> JWTClaims<Map<String, Value>> {
     JWTClaims {
         issued_at: None,

@@ -272,6 +272,11 @@ fn parse_key(value: serde_json::Value) -> Result<Jwk, (Option<String>, String)> 
             let spki = der::ec_spki(curve, &point);
             KeyMaterial::Ec { curve, point, spki }
         }
+        "OKP" if !crate::crypto::PURE => {
+            return Err(fail(
+                "Ed25519 keys need the pure-Rust build (portcullis.wasm); this one verifies through the host",
+            ))
+        }
         "OKP" => {
             if raw.crv.as_deref() != Some("Ed25519") {
                 return Err(fail(&format!("unsupported OKP curve {:?}", raw.crv.as_deref().map(truncate))));
@@ -285,6 +290,11 @@ fn parse_key(value: serde_json::Value) -> Result<Jwk, (Option<String>, String)> 
         "oct" => return Err(fail("oct (shared secret) keys are never taken from a key set; configure hmac_secret")),
         other => return Err(fail(&format!("unsupported kty {:?}", truncate(other)))),
     };
+    if !crate::crypto::PURE && alg.is_some_and(|a| matches!(a, Alg::PS256 | Alg::PS384 | Alg::PS512)) {
+        return Err(fail(
+            "RSA-PSS keys need the pure-Rust build (portcullis.wasm); this one verifies through the host",
+        ));
+    }
     let jwk = Jwk { kid: kid.clone(), alg, material };
     if let Some(a) = alg {
         if !jwk.allows(a) {

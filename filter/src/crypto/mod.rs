@@ -3,25 +3,28 @@
 //! Envoy offers a `verify_signature` foreign function backed by BoringSSL
 //! (`EVP_DigestVerify`): RSA PKCS#1 v1.5 and ECDSA reach native speed through it (FACTS.md:
 //! pure-Rust RSA in wasm is ~15× slower). It cannot do RSA-PSS or Ed25519, so PS* and EdDSA
-//! always take the pure path (jwt-simple), as does every algorithm on a host without the
-//! function or when `crypto: "pure"` is configured. HS* always runs in Rust (HMAC is cheap).
+//! always take the pure path (jwt-simple, [`pure`]), as does every algorithm on a host without
+//! the function or when `crypto: "pure"` is configured. HS* always runs in Rust ([`hmac`]).
+//!
+//! Built without the `pure-crypto` feature (`dist/portcullis-native.wasm`) there is no pure
+//! path: RS*/ES* go through the host only, PS* and EdDSA signatures never verify, and
+//! `crypto: "pure"` is refused by the configuration.
 //!
 //! The host side is a port: [`NativeVerifier`]. The core never calls the host directly.
 
+pub mod hmac;
 pub mod issue;
 pub mod jwks;
-
-use jwt_simple::algorithms::{
-    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, MACLike, RSAPublicKeyLike,
-};
-use jwt_simple::common::VerificationOptions;
-use jwt_simple::prelude::{
-    ES256PublicKey, ES384PublicKey, Ed25519PublicKey, HS256Key, HS384Key, HS512Key, NoCustomClaims, PS256PublicKey,
-    PS384PublicKey, PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey, UnixTimeStamp,
-};
+#[cfg(feature = "pure-crypto")]
+mod pure;
+#[cfg(test)]
+mod tests_native;
 
 use crate::crypto::jwks::{Alg, Jwk, KeyMaterial};
 use crate::wire::der::{self, Curve};
+
+/// True when this build has the pure-Rust paths (feature `pure-crypto`).
+pub const PURE: bool = cfg!(feature = "pure-crypto");
 
 /// What the host's native verifier said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +58,17 @@ pub enum Path {
     Pure,
 }
 
-/// True when `point` (SEC1 uncompressed) is a valid point on `curve`.
+/// True when `point` (SEC1 uncompressed) is a valid point on `curve`. Without the pure
+/// path only its form is checked here; the host's BoringSSL refuses a point off the curve
+/// when it parses the key, so such a key never verifies anything.
 pub fn ec_point_valid(curve: Curve, point: &[u8]) -> bool {
-    match curve {
-        Curve::P256 => ES256PublicKey::from_bytes(point).is_ok(),
-        Curve::P384 => ES384PublicKey::from_bytes(point).is_ok(),
+    #[cfg(feature = "pure-crypto")]
+    {
+        pure::ec_point_valid(curve, point)
+    }
+    #[cfg(not(feature = "pure-crypto"))]
+    {
+        point.len() == 1 + 2 * curve.coordinate_len() && point.first() == Some(&4)
     }
 }
 
@@ -106,64 +115,19 @@ pub fn verify_with_key(
             }
         }
     }
-    (verify_pure(token, alg, key), Path::Pure)
+    (verify_pure(token, alg, key), if PURE { Path::Pure } else { Path::Native })
 }
 
-/// Options that make jwt-simple check the signature only: claim checks are Portcullis's own
-/// (with its own clock, skew and reason codes), done before this is called.
-fn signature_only() -> VerificationOptions {
-    VerificationOptions {
-        accept_future: true,
-        // With "now" at the epoch and no tolerance, jwt-simple's own expiry test always passes.
-        // The tolerance must really be zero: jwt-simple's default (900 s) makes its test
-        // `now >= tolerance && now - tolerance <= exp` fail for every token carrying `exp`.
-        artificial_time: Some(UnixTimeStamp::from_secs(0)),
-        time_tolerance: None,
-        max_token_length: None,
-        max_header_length: Some(64 * 1024),
-        ..VerificationOptions::default()
-    }
-}
-
-/// The pure-Rust path (jwt-simple). Any error is a failed verification.
+/// The pure-Rust path (jwt-simple); always false in a build without it. Any error is a
+/// failed verification.
 pub fn verify_pure(token: &str, alg: Alg, key: &Jwk) -> bool {
-    let o = || Some(signature_only());
-    match &key.material {
-        KeyMaterial::Rsa { n, e, .. } => match alg {
-            Alg::RS256 => RS256PublicKey::from_components(n, e)
-                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::RS384 => RS384PublicKey::from_components(n, e)
-                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::RS512 => RS512PublicKey::from_components(n, e)
-                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::PS256 => PS256PublicKey::from_components(n, e)
-                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::PS384 => PS384PublicKey::from_components(n, e)
-                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            Alg::PS512 => PS512PublicKey::from_components(n, e)
-                .is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok()),
-            _ => false,
-        },
-        KeyMaterial::Ec { curve: Curve::P256, point, .. } if alg == Alg::ES256 => {
-            ES256PublicKey::from_bytes(point).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok())
-        }
-        KeyMaterial::Ec { curve: Curve::P384, point, .. } if alg == Alg::ES384 => {
-            ES384PublicKey::from_bytes(point).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok())
-        }
-        KeyMaterial::Ed25519 { x } if alg == Alg::EdDSA => {
-            Ed25519PublicKey::from_bytes(x).is_ok_and(|k| k.verify_token::<NoCustomClaims>(token, o()).is_ok())
-        }
-        _ => false,
+    #[cfg(feature = "pure-crypto")]
+    {
+        pure::verify(token, alg, key)
     }
-}
-
-/// Verifies an HS256/384/512 token with a configured secret.
-pub fn verify_hmac(token: &str, alg: Alg, secret: &[u8]) -> bool {
-    let o = Some(signature_only());
-    match alg {
-        Alg::HS256 => HS256Key::from_bytes(secret).verify_token::<NoCustomClaims>(token, o).is_ok(),
-        Alg::HS384 => HS384Key::from_bytes(secret).verify_token::<NoCustomClaims>(token, o).is_ok(),
-        Alg::HS512 => HS512Key::from_bytes(secret).verify_token::<NoCustomClaims>(token, o).is_ok(),
-        _ => false,
+    #[cfg(not(feature = "pure-crypto"))]
+    {
+        let _ = (token, alg, key);
+        false
     }
 }

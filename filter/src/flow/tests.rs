@@ -2,9 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
-use crate::request::PeerAddress;
 use crate::apikey;
 use crate::crypto::NoNative;
+use crate::request::PeerAddress;
 use crate::store::MemStore;
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};

@@ -8,9 +8,9 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::request::PeerAddress;
 use crate::crypto::NoNative;
 use crate::password::NoSigner;
+use crate::request::PeerAddress;
 use crate::store::MemStore;
 
 const NOW_MS: u64 = 1_700_000_000_000;

@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use super::tests::{cfg_with, claims, decided, mutations, req, set, status, Signer, NOW};
 use super::*;
-use crate::request::PeerAddress;
 use crate::crypto::NoNative;
 use crate::request::Peer;
+use crate::request::PeerAddress;
 use crate::store::MemStore;
 
 /// A TLS connection with (or without) a client certificate.

@@ -40,7 +40,18 @@ impl NativeVerifier for HostVerifier {
             Ok(None) => NativeOutcome::Invalid,
             Err(proxy_wasm::types::Status::NotFound) => {
                 self.missing.set(true);
-                super::log(proxy_wasm::types::LogLevel::Info, "host has no verify_signature; using pure-Rust crypto");
+                if crate::crypto::PURE {
+                    super::log(
+                        proxy_wasm::types::LogLevel::Info,
+                        "host has no verify_signature; using pure-Rust crypto",
+                    );
+                } else {
+                    super::log(
+                        proxy_wasm::types::LogLevel::Error,
+                        "host has no verify_signature and this module (portcullis-native.wasm) has no pure-Rust \
+                         crypto: every RS*/ES* token is refused; use portcullis.wasm on this proxy",
+                    );
+                }
                 NativeOutcome::Unavailable
             }
             Err(_) => NativeOutcome::Unavailable,

@@ -263,7 +263,8 @@ pub fn verify(
         let Some(secret) = &provider.hmac_secret else {
             return Err(Reason::TokenAlgorithm);
         };
-        if !crypto::verify_hmac(token, parsed.alg, secret) {
+        let input = token.as_bytes().get(..parsed.signing_input_len).unwrap_or_default();
+        if !crypto::hmac::verify(parsed.alg, secret, input, &parsed.signature) {
             return Err(Reason::TokenSignature);
         }
         Path::Pure

@@ -127,6 +127,80 @@ pub fn ecdsa_der_to_raw(curve: Curve, der: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+const OID_ED25519: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
+
+/// The public half of a PKCS#8 private key (RFC 5208 / 5958), as far as Portcullis publishes
+/// it in its own JWKS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pkcs8Public {
+    /// RSA (`RSAPrivateKey`, RFC 8017 A.1.2): the modulus and public exponent, big-endian
+    /// magnitudes without leading zeros.
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// EC (`ECPrivateKey`, RFC 5915) on P-256 or P-384: the SEC1 public point when the key
+    /// carries it (OpenSSL, Go and most tools write it; it is optional).
+    Ec { curve: Curve, point: Option<Vec<u8>> },
+    /// Ed25519 (RFC 8410).
+    Ed25519,
+}
+
+fn magnitude(v: &[u8]) -> Vec<u8> {
+    v[v.iter().take_while(|b| **b == 0).count()..].to_vec()
+}
+
+/// Reads the public half of a DER PKCS#8 private key; `None` for anything else.
+pub fn pkcs8_public(der: &[u8]) -> Option<Pkcs8Public> {
+    let (tag, body, rest) = read_tlv(der)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return None;
+    }
+    let (t_version, version, body) = read_tlv(body)?;
+    let (t_alg, alg, body) = read_tlv(body)?;
+    let (t_key, key, _) = read_tlv(body)?;
+    if t_version != 0x02 || !matches!(version, [0] | [1]) || t_alg != 0x30 || t_key != 0x04 {
+        return None;
+    }
+    if alg.starts_with(OID_RSA_ENCRYPTION) {
+        let (tag, fields, _) = read_tlv(key)?;
+        let (t0, _version, fields) = read_tlv(fields)?;
+        let (t1, n, fields) = read_tlv(fields)?;
+        let (t2, e, _) = read_tlv(fields)?;
+        if tag != 0x30 || t0 != 0x02 || t1 != 0x02 || t2 != 0x02 {
+            return None;
+        }
+        return Some(Pkcs8Public::Rsa { n: magnitude(n), e: magnitude(e) });
+    }
+    if let Some(params) = alg.strip_prefix(OID_EC_PUBLIC_KEY) {
+        let curve = match params {
+            p if p == OID_P256 => Curve::P256,
+            p if p == OID_P384 => Curve::P384,
+            _ => return None,
+        };
+        let (tag, fields, _) = read_tlv(key)?;
+        let (t0, version, mut fields) = read_tlv(fields)?;
+        let (t1, _secret, more) = read_tlv(fields)?;
+        if tag != 0x30 || t0 != 0x02 || version != [1] || t1 != 0x04 {
+            return None;
+        }
+        fields = more;
+        let mut point = None;
+        while !fields.is_empty() {
+            let (t, inner, more) = read_tlv(fields)?;
+            fields = more;
+            if t == 0xA1 {
+                // [1] EXPLICIT BIT STRING: no unused bits, then `04‖x‖y`.
+                let (t_bits, bits, _) = read_tlv(inner)?;
+                let sec1 = bits.strip_prefix(&[0])?;
+                if t_bits != 0x03 || sec1.len() != 1 + 2 * curve.coordinate_len() || sec1.first() != Some(&4) {
+                    return None;
+                }
+                point = Some(sec1.to_vec());
+            }
+        }
+        return Some(Pkcs8Public::Ec { curve, point });
+    }
+    (alg == OID_ED25519).then_some(Pkcs8Public::Ed25519)
+}
+
 fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let tag = *input.first()?;
     let first = *input.get(1)?;
