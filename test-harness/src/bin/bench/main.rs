@@ -20,7 +20,7 @@
 //!
 //! Environment: `BENCH_ROUNDS` (default 3, at least 3), `BENCH_SECONDS` (per run, default 3),
 //! `BENCH_CONNECTIONS` (default 8), `BENCH_ENVOY_CPU` / `BENCH_WRK_CPU` (default 0 / 1),
-//! `BENCH_SKIP_MEMORY=1`, `BENCH_ONLY=memory`, `ENVOY_BIN`, `PORTCULLIS_WASM`, `NOOP_WASM`,
+//! `BENCH_SKIP_MEMORY=1`, `BENCH_ONLY=memory`, `ENVOY_BIN`, `PORTCULLIS_WASM`, `PORTCULLIS_NATIVE_WASM`, `NOOP_WASM`,
 //! `RAW_NOOP_WASM`.
 //!
 //! Generated tokens are kept in `target/bench/tokens-*` (valid for a week) and reused by the
@@ -85,6 +85,8 @@ pub(crate) struct Settings {
     pub(crate) wrk_cpu: String,
     pub(crate) skip_memory: bool,
     pub(crate) wasm: PathBuf,
+    /// The native-crypto-only build (`dist/portcullis-native.wasm`), measured for memory.
+    pub(crate) native: PathBuf,
     pub(crate) noop: PathBuf,
     /// The raw no-op filter (no SDK): the true floor.
     pub(crate) raw: PathBuf,
@@ -105,6 +107,7 @@ impl Settings {
             wrk_cpu: std::env::var("BENCH_WRK_CPU").unwrap_or_else(|_| "1".into()),
             skip_memory: std::env::var("BENCH_SKIP_MEMORY").is_ok_and(|v| v == "1"),
             wasm: portcullis_harness::envoy::wasm_path(),
+            native: portcullis_harness::envoy::native_wasm_path(),
             noop: std::env::var_os("NOOP_WASM")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("target/noop-filter/wasm32-wasip1/release/noop_filter.wasm")),
@@ -121,6 +124,7 @@ pub(crate) fn run(s: &Settings, started: Instant) -> Result<(), String> {
     ensure_wrk()?;
     for (what, p, hint) in [
         ("Portcullis module", &s.wasm, "make build"),
+        ("native-only Portcullis module", &s.native, "make build"),
         ("no-op module", &s.noop, "make noop-wasm"),
         ("raw no-op module", &s.raw, "make noop-wasm"),
         ("Envoy", &envoy_bin(), "make envoy"),
@@ -267,6 +271,7 @@ pub(crate) fn run(s: &Settings, started: Instant) -> Result<(), String> {
 
     let memory = if s.skip_memory { None } else { Some(measure_memory(s, &jwks, &api_keys)?) };
     let module_bytes = std::fs::metadata(&s.wasm).map(|m| m.len()).unwrap_or(0);
+    let native_bytes = crate::memory::file_len(&s.native);
     let noop_bytes = std::fs::metadata(&s.noop).map(|m| m.len()).unwrap_or(0);
     let raw_bytes = crate::memory::file_len(&s.raw);
 
@@ -278,6 +283,7 @@ pub(crate) fn run(s: &Settings, started: Instant) -> Result<(), String> {
         broken: &broken,
         memory: memory.as_ref(),
         module_bytes,
+        native_bytes,
         noop_bytes,
         raw_bytes,
         notes: &notes,

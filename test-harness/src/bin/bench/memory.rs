@@ -1,7 +1,8 @@
 //! Memory at Istio's default of two workers (`--concurrency 2`), after traffic: Envoy's RSS
 //! with no filter, with the raw no-op Wasm filter (the true floor), with the SDK no-op filter,
 //! with Portcullis holding one JWT provider, and with Portcullis holding 10,000 API keys and a
-//! rate limit after 100,000 distinct rate-limited clients. Each is a fresh Envoy sent the same
+//! rate limit after 100,000 distinct rate-limited clients — both for `dist/portcullis.wasm` and
+//! for the native-crypto-only `dist/portcullis-native.wasm`. Each is a fresh Envoy sent the same
 //! traffic (distinct ES256 tokens, each with its own `client_id`).
 
 use std::collections::HashMap;
@@ -83,20 +84,43 @@ pub(crate) fn measure_memory(s: &Settings, jwks: &str, api_keys: &[String]) -> R
     let one = json!({"providers": {"bench": {
         "issuer": ISSUER, "audiences": [AUDIENCE], "local_jwks": {"inline_string": jwks}, "from_headers": bearer_source()
     }}});
-    rows.push(simple(
-        "Portcullis, one JWT provider (local key set)",
-        vec![portcullis(&s.wasm, "pc_memory", &one)],
-        Some(30.0),
-    )?);
+    let modules = [("Portcullis", &s.wasm), ("Portcullis native-only (portcullis-native.wasm)", &s.native)];
+    for (name, wasm) in modules {
+        rows.push(simple(
+            &format!("{name}, one JWT provider (local key set)"),
+            vec![portcullis(wasm, "pc_memory", &one)],
+            Some(30.0),
+        )?);
+    }
+    let mut clients_sent = 0;
+    for (name, wasm) in modules {
+        let (before, after, sent) = with_clients(&opts, wasm, &one, api_keys, &load, s, name)?;
+        rows.push(before);
+        rows.push(after);
+        clients_sent = sent;
+    }
+    Ok(Memory { rows, clients_sent })
+}
 
-    // 10,000 keys + a rate limit, then 100,000 distinct clients.
+/// Portcullis (`wasm`) with 10,000 keys and a rate limit: RSS before traffic, and after
+/// 100,000 distinct clients.
+fn with_clients(
+    opts: &Options,
+    wasm: &Path,
+    one: &Value,
+    api_keys: &[String],
+    load: &Load,
+    s: &Settings,
+    name: &str,
+) -> Result<(Row, Row, u64), String> {
+    let settle = || std::thread::sleep(Duration::from_millis(1500));
     let mut cfg = one.clone();
     cfg["api_keys"] = pc_api_keys(api_keys);
     cfg["rate_limit"] = pc_rate_limit();
     let mk =
-        |cfg: &Value| bootstrap(vec![listener("pc_memory", vec![portcullis(&s.wasm, "pc_memory", cfg)], None)], vec![]);
+        |cfg: &Value| bootstrap(vec![listener("pc_memory", vec![portcullis(wasm, "pc_memory", cfg)], None)], vec![]);
     let listeners = [crate::configs::Listener { name: "pc_memory", filters: vec![], portcullis: true }];
-    let (envoy, note) = match Envoy::start_with(&mk(&cfg), &opts) {
+    let (envoy, note) = match Envoy::start_with(&mk(&cfg), opts) {
         Ok(e) if find_refusals(&e.log(), &listeners).is_empty() => (e, None),
         other => {
             let log = match &other {
@@ -106,7 +130,7 @@ pub(crate) fn measure_memory(s: &Settings, jwks: &str, api_keys: &[String]) -> R
             drop(other);
             let msg = find_refusals(&log, &listeners).pop().map(|(_, m)| m).unwrap_or_else(|| tail(&log, 10));
             cfg.as_object_mut().map(|o| o.remove("rate_limit"));
-            (Envoy::start_with(&mk(&cfg), &opts)?, Some(format!("rate_limit refused ({msg}): measured without it")))
+            (Envoy::start_with(&mk(&cfg), opts)?, Some(format!("rate_limit refused ({msg}): measured without it")))
         }
     };
     let url = format!("http://127.0.0.1:{}/", envoy.port("pc_memory"));
@@ -114,18 +138,18 @@ pub(crate) fn measure_memory(s: &Settings, jwks: &str, api_keys: &[String]) -> R
     let check = http::get(&url, &[(first.0.as_str(), first.1.as_str())]).map_err(|e| e.to_string())?;
     let error = (check.status != 200).then(|| format!("pre-flight answered {}: {}", check.status, check.text()));
     settle();
-    rows.push(Row {
-        label: format!("Portcullis, {API_KEYS} API keys + a rate limit, before traffic"),
+    let before = Row {
+        label: format!("{name}, {API_KEYS} API keys + a rate limit, before traffic"),
         rss_bytes: envoy.rss_bytes(),
         target_mib: None,
         note: None,
         error: None,
-    });
+    };
     let mut offsets = HashMap::new();
     let mut sent = 0u64;
     let deadline = Instant::now() + Duration::from_secs(120);
     while sent < MEMORY_CLIENTS as u64 && Instant::now() < deadline {
-        let r = wrk(s, &url, &load, 4, &mut offsets)?;
+        let r = wrk(s, &url, load, 4, &mut offsets)?;
         if r.non_2xx > 0 {
             println!("   memory: {} of {} requests were not 2xx", r.non_2xx, r.requests);
         }
@@ -133,14 +157,14 @@ pub(crate) fn measure_memory(s: &Settings, jwks: &str, api_keys: &[String]) -> R
     }
     settle();
     let clients_sent = sent.min(MEMORY_CLIENTS as u64);
-    rows.push(Row {
+    let after = Row {
         label: format!("… after {clients_sent} distinct rate-limited clients"),
         rss_bytes: envoy.rss_bytes(),
         target_mib: Some(40.0),
         note,
         error,
-    });
-    Ok(Memory { rows, clients_sent })
+    };
+    Ok((before, after, clients_sent))
 }
 
 /// The size of a file, 0 when absent.

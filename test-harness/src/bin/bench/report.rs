@@ -60,6 +60,7 @@ pub(crate) struct Report<'a> {
     pub(crate) broken: &'a BTreeMap<&'static str, String>,
     pub(crate) memory: Option<&'a Memory>,
     pub(crate) module_bytes: u64,
+    pub(crate) native_bytes: u64,
     pub(crate) noop_bytes: u64,
     pub(crate) raw_bytes: u64,
     pub(crate) notes: &'a [String],
@@ -239,6 +240,11 @@ impl Report<'_> {
             self.module_bytes,
             self.module_bytes as f64 / 1024.0
         );
+        o += &format!(
+            "| Module size, dist/portcullis-native.wasm | {} bytes ({:.0} KiB) | | | |\n",
+            self.native_bytes,
+            self.native_bytes as f64 / 1024.0
+        );
         o += &format!("| SDK no-op filter module | {} bytes | | | |\n", self.noop_bytes);
         o += &format!("| Raw no-op filter module | {} bytes | | | |\n", self.raw_bytes);
         for n in self.notes {
@@ -348,6 +354,7 @@ impl Report<'_> {
             "variants": variants,
             "memory": memory,
             "module_bytes": self.module_bytes,
+            "native_module_bytes": self.native_bytes,
             "noop_module_bytes": self.noop_bytes,
             "raw_noop_module_bytes": self.raw_bytes,
             "notes": self.notes,
