@@ -342,20 +342,21 @@ pub(crate) fn validate_api_keys(a: RawApiKeys, plans: &BTreeMap<String, Plan>) -
     if sources.is_empty() {
         return err("api_keys", "give from_headers or from_params (where clients send their key)");
     }
-    let mut clients = Vec::new();
-    let mut keys = hashbrown::HashMap::new();
+    // Sized once: growing would hold the old and the new table at once.
+    let mut clients = Vec::with_capacity(a.clients.len());
+    let mut keys = hashbrown::HashMap::with_capacity(a.clients.iter().map(|c| c.keys_sha256.0.len()).sum());
     for (i, c) in a.clients.into_iter().enumerate() {
         let cp = format!("api_keys.clients[{i}]");
         if c.client_id.is_empty() || c.client_id.len() > 128 || c.client_id.bytes().any(|b| !(0x21..0x7f).contains(&b))
         {
             return err(format!("{cp}.client_id"), "must be 1-128 printable ASCII characters without spaces");
         }
-        if c.keys_sha256.is_empty() {
+        if c.keys_sha256.0.is_empty() {
             return err(format!("{cp}.keys_sha256"), "must hold at least one key hash");
         }
-        for (j, h) in c.keys_sha256.iter().enumerate() {
+        for (j, digest) in c.keys_sha256.0.iter().enumerate() {
             let kp = format!("{cp}.keys_sha256[{j}]");
-            let digest = parse_sha256_hex(h).ok_or_else(|| ConfigError {
+            let digest = digest.ok_or_else(|| ConfigError {
                 path: kp.clone(),
                 message: "must be 64 hex characters (the SHA-256 of the key; see `make hash-key`)".into(),
             })?;
