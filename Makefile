@@ -101,12 +101,14 @@ istio-validate: build envoy $(VENV)/.istio-deps ## The Istio WasmPlugin, Traffic
 	    echo "validate.py accepted misspelled spec fields ($$k)"; exit 1; else echo "misspelled fields refused ($$k): ok"; fi; \
 	done
 
-oci: build $(VENV)/.oci-deps ## Push IMAGE=<registry>/<name>:<tag> (oci layout) and <tag>-compat; prints the sha256 to pin
+oci: build $(VENV)/.oci-deps ## Push IMAGE=<registry>/<name>:<tag> (oci layout) and <tag>-compat, the native-only module as <tag>-native(-compat); prints the sha256 to pin
 	@test -n "$(IMAGE)" || { echo "usage: make oci IMAGE=<registry>/<name>:<tag>"; exit 2; }
 	$(VENV)/bin/python tools/oci.py push $(IMAGE) $(DIST)
+	$(VENV)/bin/python tools/oci.py push $(IMAGE)-native $(NATIVE_DIST)
 
 oci-test: build $(VENV)/.oci-deps ## Push both layouts to a real registry on 127.0.0.1 and pull them back as Istio does
 	$(VENV)/bin/python tools/oci_test.py $(DIST)
+	$(VENV)/bin/python tools/oci_test.py $(NATIVE_DIST)
 
 release: build ## dist/: portcullis.wasm and portcullis-native.wasm, their sha256 and the configuration's JSON Schema
 	cp schema/portcullis.schema.json dist/portcullis.schema.json
