@@ -118,10 +118,9 @@ fn newest_first_stop_at_first_success_and_extra_info_forwarded() {
     assert_eq!(r.status, 413);
 }
 
-#[test]
-fn issued_tokens_carry_extra_info_and_pass_a_provider_using_our_jwks() {
-    let idp = idp_with_users();
-    let up = EchoUpstream::start();
+/// Issue mode signing ES256 with `p256-a`, and a provider `gateway` that trusts that key on
+/// `/orders`; the PEM goes in the VM environment variable `SIGNING_KEY`.
+fn issuing(idp: &TestIdp) -> (Value, String) {
     let pem =
         std::fs::read_to_string(portcullis_harness::envoy::repo_root().join("test-harness/keys/p256-a.pem")).unwrap();
     let issue = json!({"issuer": "https://gateway.test", "audiences": ["orders-api"], "lifetime": "900s",
@@ -132,6 +131,14 @@ fn issued_tokens_carry_extra_info_and_pass_a_provider_using_our_jwks() {
             "local_jwks": {"inline_string": idp.public_jwks_for(&["p256-a"])}}},
         "routes": [{"match": {"prefix": "/orders"}, "requires": {"any": ["gateway"]}}]
     });
+    (cfg, pem)
+}
+
+#[test]
+fn issued_tokens_carry_extra_info_and_pass_a_provider_using_our_jwks() {
+    let idp = idp_with_users();
+    let up = EchoUpstream::start();
+    let (cfg, pem) = issuing(&idp);
     let envoy = gateway(&idp, &up, cfg).env("SIGNING_KEY", &pem).start();
 
     let r = login(&envoy, "alice", "pw-alice", &[]);
@@ -211,16 +218,7 @@ fn a_hanging_backend_is_bounded_by_its_timeout_and_failures_are_503() {
 fn the_native_only_module_issues_through_envoy_sign() {
     let idp = idp_with_users();
     let up = EchoUpstream::start();
-    let pem =
-        std::fs::read_to_string(portcullis_harness::envoy::repo_root().join("test-harness/keys/p256-a.pem")).unwrap();
-    let issue = json!({"issuer": "https://gateway.test", "audiences": ["orders-api"], "lifetime": "900s",
-        "algorithm": "ES256", "signing_key_pem_env": "SIGNING_KEY", "kid": "p256-a", "jwks_path": "/.well-known/portcullis/jwks.json"});
-    let cfg = json!({
-        "password_grant": grant("issue", json!({"issue": issue})),
-        "providers": {"gateway": {"issuer": "https://gateway.test", "audiences": ["orders-api"],
-            "local_jwks": {"inline_string": idp.public_jwks_for(&["p256-a"])}}},
-        "routes": [{"match": {"prefix": "/orders"}, "requires": {"any": ["gateway"]}}]
-    });
+    let (cfg, pem) = issuing(&idp);
     let native = portcullis_harness::envoy::native_wasm_path();
     let envoy = gateway(&idp, &up, cfg).wasm(&native).env("SIGNING_KEY", &pem).start();
     let r = login(&envoy, "alice", "pw-alice", &[]);
