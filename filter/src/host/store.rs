@@ -6,6 +6,12 @@ use crate::store::{CasMismatch, SharedStore};
 
 pub(crate) struct HostStore;
 
+/// The CAS of a create-if-absent write: cpp-host hands out CAS values from one counter per
+/// proxy, starting at 1, so an existing key carries this value only after 4,294,967,295
+/// shared-data writes, and then only if it was that write — and even then the write just
+/// overwrites, as CAS 0 always did.
+const CREATE: u32 = u32::MAX;
+
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
         match hostcalls::get_shared_data(key) {
@@ -14,9 +20,25 @@ impl SharedStore for HostStore {
         }
     }
 
+    /// A first write (`cas` 0: the key was absent when read) is made create-if-absent. The ABI
+    /// makes CAS 0 unconditional, so two workers that both read "absent" would both write and
+    /// both read back their own record when the writes do not interleave with the reads (two
+    /// lease holders, two introspections of one token). proxy-wasm-cpp-host (Envoy, Istio)
+    /// checks a non-zero CAS only against an existing key and creates a missing one, so
+    /// [`CREATE`] creates the key if it is still absent and refuses if another worker created
+    /// it meanwhile. A host that refuses a non-zero CAS for a missing key gets the
+    /// unconditional write instead (and the core's read-back, as before).
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
-        let cas = if cas == 0 { None } else { Some(cas) };
-        hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
+        if cas != 0 {
+            return hostcalls::set_shared_data(key, Some(value), Some(cas)).map_err(|_| CasMismatch);
+        }
+        match hostcalls::set_shared_data(key, Some(value), Some(CREATE)) {
+            Ok(()) => Ok(()),
+            Err(_) if self.get(key).0.is_none() => {
+                hostcalls::set_shared_data(key, Some(value), None).map_err(|_| CasMismatch)
+            }
+            Err(_) => Err(CasMismatch),
+        }
     }
 
     /// Random per VM (std's `RandomState` is keyed from WASI `random_get`), drawn once.

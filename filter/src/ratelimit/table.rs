@@ -18,9 +18,10 @@
 //! decision → compare-and-swap, bounded retries, read-back after a first write); exhausting
 //! the retries refuses the request (counted). Refill is lazy, from timestamps.
 //!
-//! Limit of the Proxy-Wasm ABI: a CAS of 0 (first write of a key) is unconditional, so two
-//! workers creating the *same never-used slot* at the same instant may lose one request's
-//! charge; every later update of that slot is an exact CAS.
+//! A first write of a never-used slot is create-if-absent on Envoy (see the host adapter's
+//! `HostStore::set`); on a host whose CAS 0 is only unconditional, two workers creating the
+//! *same never-used slot* at the same instant may lose one request's charge. Every later
+//! update of a slot is an exact CAS.
 
 use super::bucket::{Bucket, Outcome, Rate};
 use crate::store::slots::{self, Decision, Updated};

@@ -3,8 +3,8 @@
 //!
 //! The record is the holder's id (up to 32 bytes: a token digest, or empty when any worker may
 //! hold it), the writer's id ([`SharedStore::writer_id`], u64 LE) and the expiry (u64 LE, Unix
-//! ms). A first write (CAS 0) is unconditional in the Proxy-Wasm ABI, so a take is confirmed by
-//! reading the record back; the writer's id makes two workers' records differ even when they
+//! ms). A first write (CAS 0) is unconditional in the Proxy-Wasm ABI (Envoy's adapter makes it
+//! create-if-absent, `HostStore::set`), so a take is confirmed by reading the record back; the writer's id makes two workers' records differ even when they
 //! wrote the same holder in the same millisecond (without it both read back "their" record and
 //! both held the lease).
 

@@ -31,7 +31,9 @@ pub struct CasMismatch;
 pub trait SharedStore {
     /// The value and its CAS token (0 when absent).
     fn get(&self, key: &str) -> (Option<Vec<u8>>, u32);
-    /// Writes if the CAS token still matches (0 = unconditional, used only on first write).
+    /// Writes if the CAS token still matches. 0 (the key was absent when read) is a first
+    /// write: create-if-absent where the host allows it (Envoy: `HostStore::set`), else
+    /// unconditional — so callers confirm a first write by reading it back.
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch>;
     /// An id of this writer (one per VM, random), so records that must tell writers apart —
     /// a lease confirmed by reading back an unconditional first write — never come out

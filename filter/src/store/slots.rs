@@ -13,9 +13,10 @@
 //! reading, writing, retrying and the read-back are this module's.
 //!
 //! The Proxy-Wasm ABI has no atomic create: a CAS of 0 (first write of a key) is
-//! unconditional. After such a write, [`update`] reads the slot back and retries when another
-//! worker's write landed instead (the caller's `owns` says whose record it is), so a lost
-//! claim of a never-used slot is detected rather than believed.
+//! unconditional. Envoy's adapter makes it create-if-absent (`HostStore::set`); for any other
+//! host, [`update`] reads the slot back after a first write and retries when another worker's
+//! write landed instead (the caller's `owns` says whose record it is), so a lost claim of a
+//! never-used slot is detected rather than believed. The tests' store is the unconditional kind.
 
 use sha2::{Digest, Sha256};
 
