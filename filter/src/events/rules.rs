@@ -457,10 +457,9 @@ pub fn publish(
         let mut a = v.as_deref().map(Actions::decode).unwrap_or_default();
         a.add(effect, kt, key, until_ms, now_ms);
         if store.set(&rkey, &a.encode(), cas).is_ok() {
-            let vkey = ns.key("actions.version");
-            let (old, vcas) = store.get(&vkey);
-            let version = old.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(0, u64::from_le_bytes) + 1;
-            let _ = store.set(&vkey, &version.to_le_bytes(), vcas);
+            // Every publication moves the version (a lost race retries), so every worker
+            // that compares versions reloads the actions.
+            crate::store::bump(store, &ns.key("actions.version"));
             return Some(a);
         }
     }

@@ -115,6 +115,20 @@ pub fn salt(store: &dyn SharedStore, fresh: impl FnOnce() -> [u8; 16]) -> [u8; 1
     read(store.get(&key).0).unwrap_or(mine)
 }
 
+/// Adds one to the u64 counter at `key` (absent counts as 0) by compare-and-swap, retrying a
+/// lost race at most [`slots::MAX_CAS_RETRIES`] times: concurrent bumps each land. The new
+/// value, or `None` when every try lost.
+pub fn bump(store: &dyn SharedStore, key: &str) -> Option<u64> {
+    for _ in 0..slots::MAX_CAS_RETRIES {
+        let (old, cas) = store.get(key);
+        let next = old.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(0, u64::from_le_bytes) + 1;
+        if store.set(key, &next.to_le_bytes(), cas).is_ok() {
+            return Some(next);
+        }
+    }
+    None
+}
+
 /// An in-memory store for tests and hosts without shared data. CAS tokens count writes.
 #[derive(Default)]
 pub struct MemStore {
@@ -154,6 +168,29 @@ impl SharedStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bumps_count_from_zero_and_survive_a_lost_race() {
+        let s = MemStore::default();
+        assert_eq!(bump(&s, "v"), Some(1));
+        assert_eq!(bump(&s, "v"), Some(2));
+        /// Another writer's bump lands between our read and our write, once.
+        struct Rival<'a>(&'a MemStore, std::cell::Cell<bool>);
+        impl SharedStore for Rival<'_> {
+            fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+                self.0.get(key)
+            }
+            fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+                if self.1.replace(false) {
+                    bump(self.0, key);
+                }
+                self.0.set(key, value, cas)
+            }
+        }
+        let r = Rival(&s, std::cell::Cell::new(true));
+        assert_eq!(bump(&r, "v"), Some(4), "ours retried after the rival's 3");
+        assert_eq!(s.get("v").0, Some(4u64.to_le_bytes().to_vec()));
+    }
 
     #[test]
     fn one_salt_per_proxy() {
