@@ -134,12 +134,13 @@ fn issuing(idp: &TestIdp) -> (Value, String) {
     (cfg, pem)
 }
 
-#[test]
-fn issued_tokens_carry_extra_info_and_pass_a_provider_using_our_jwks() {
+/// Logs in through issue mode on `wasm`, then checks the token, the published key and the token
+/// on a protected route.
+fn issued_token_round_trip(wasm: &std::path::Path) {
     let idp = idp_with_users();
     let up = EchoUpstream::start();
     let (cfg, pem) = issuing(&idp);
-    let envoy = gateway(&idp, &up, cfg).env("SIGNING_KEY", &pem).start();
+    let envoy = gateway(&idp, &up, cfg).wasm(wasm).env("SIGNING_KEY", &pem).start();
 
     let r = login(&envoy, "alice", "pw-alice", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -163,6 +164,11 @@ fn issued_tokens_carry_extra_info_and_pass_a_provider_using_our_jwks() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["headers"]["x-portcullis-client"], "alice");
     assert_eq!(up.count(), 1, "the token request itself never reached the upstream");
+}
+
+#[test]
+fn issued_tokens_carry_extra_info_and_pass_a_provider_using_our_jwks() {
+    issued_token_round_trip(&portcullis_harness::envoy::wasm_path());
 }
 
 #[test]
@@ -216,19 +222,5 @@ fn a_hanging_backend_is_bounded_by_its_timeout_and_failures_are_503() {
 /// publishes the same public key, read from the PKCS#8 key without pure-Rust crypto.
 #[test]
 fn the_native_only_module_issues_through_envoy_sign() {
-    let idp = idp_with_users();
-    let up = EchoUpstream::start();
-    let (cfg, pem) = issuing(&idp);
-    let native = portcullis_harness::envoy::native_wasm_path();
-    let envoy = gateway(&idp, &up, cfg).wasm(&native).env("SIGNING_KEY", &pem).start();
-    let r = login(&envoy, "alice", "pw-alice", &[]);
-    assert_eq!(r.status, 200, "{}", r.text());
-    let token = r.json()["access_token"].as_str().unwrap().to_string();
-    assert_eq!(envoy.stat("wasmcustom.portcullis.grant.issued_native"), 1);
-    let jwks = http::get(&envoy.url("/.well-known/portcullis/jwks.json"), &[]).unwrap().json();
-    let ours: Value = serde_json::from_str(&idp.public_jwks_for(&["p256-a"])).unwrap();
-    assert_eq!((&jwks["keys"][0]["x"], &jwks["keys"][0]["y"]), (&ours["keys"][0]["x"], &ours["keys"][0]["y"]));
-    let r = http::get(&envoy.url("/orders"), &[("authorization", &format!("Bearer {token}"))]).unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["headers"]["x-portcullis-client"], "alice");
+    issued_token_round_trip(&portcullis_harness::envoy::native_wasm_path());
 }
