@@ -288,9 +288,6 @@ pub struct Config {
     pub revocation: Option<Revocation>,
     /// `rules`: trigger rules and their shared state.
     pub rules: Rules,
-    /// Some check reads the client address (rate limits, lockout, `source.ip` conditions,
-    /// events, rules): only then does the host ask for it.
-    pub needs_source: bool,
     pub realm: String,
     /// `stats_instance`: counters are `portcullis.instance.<name>.…` (two filters in one Envoy
     /// count separately).

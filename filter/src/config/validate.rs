@@ -245,17 +245,9 @@ pub(crate) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         }
     }
 
-    let needs_source = rate_limit.is_some()
-        || password_grant.is_some()
-        || events.enabled()
-        || !rules.rules.is_empty()
-        || routes
-            .iter()
-            .any(|r| r.when.iter().chain(r.headers.iter()).any(|c| c.key == super::route::AttrKey::SourceIp));
     let route_modes = routes.iter().any(|r| r.mode.is_some());
     Ok(Config {
         route_modes,
-        needs_source,
         mode,
         bypass_cors_preflight: raw.bypass_cors_preflight,
         events,

@@ -310,12 +310,10 @@ impl Http {
 
     /// The request's view, or `None` when the host's header map could not be read (the
     /// request is then refused: owned headers could not even be seen to be stripped).
-    fn collect(&self, cfg: &crate::config::Config) -> Option<RequestView> {
-        let mut view = RequestView::default();
-        if cfg.needs_source {
-            // Read on first use only (anonymous clients, lockouts, source rules and policy).
-            view.source = crate::request::PeerAddress::lazy(peer_address);
-        }
+    fn collect(&self) -> Option<RequestView> {
+        // The address is read on first use only (anonymous clients, lockouts, source rules,
+        // `source.ip` conditions, events): no configuration flag has to predict who needs it.
+        let mut view = RequestView { source: crate::request::PeerAddress::lazy(peer_address), ..Default::default() };
         // One host call and one buffer for every header (no allocation per header).
         let wire = abi::header_pairs(MapType::HttpRequestHeaders)?;
         view.headers = if wire.is_empty() { Default::default() } else { crate::request::Headers::from_wire(&wire)? };
@@ -362,7 +360,7 @@ impl HttpContext for Http {
             send(&response::render(&Rejection::new(Reason::Internal, Challenges::default()), "portcullis"));
             return Action::Pause;
         };
-        let Some(view) = self.collect(&shared.cfg) else {
+        let Some(view) = self.collect() else {
             log(LogLevel::Error, "the request's header map could not be read; refusing the request");
             send(&response::render(&Rejection::new(Reason::Internal, Challenges::default()), &shared.cfg.realm));
             return Action::Pause;
