@@ -44,6 +44,25 @@ fn pkcs8_public_halves_match_jwt_simple() {
     assert_eq!(der::pkcs8_public(&der[..der.len() - 1]), None);
 }
 
+/// A PKCS#8 P-256 key without the optional public key (RFC 5915 `[1]`): the reader says so.
+fn p256_without_public_key() -> String {
+    use base64::Engine;
+    let mut ec = vec![0x30, 0x25, 0x02, 0x01, 0x01, 0x04, 0x20];
+    ec.extend_from_slice(&[7u8; 32]);
+    let mut der = vec![0x30, 0x41, 0x02, 0x01, 0x00, 0x30, 0x13];
+    der.extend_from_slice(&[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01]);
+    der.extend_from_slice(&[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07]);
+    der.extend_from_slice(&[0x04, 0x27]);
+    der.extend_from_slice(&ec);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n")
+}
+
+#[test]
+fn a_p256_key_without_its_public_half_is_read_as_such() {
+    assert_eq!(public(&p256_without_public_key()), Some(Pkcs8Public::Ec { curve: Curve::P256, point: None }));
+}
+
 #[cfg(not(feature = "pure-crypto"))]
 mod native_only {
     use serde_json::{json, Value};
@@ -106,6 +125,9 @@ mod native_only {
         assert!(crate::config::parse(br#"{"crypto":"auto"}"#, &|_| None).is_ok());
         let e = Issuer::from_pem("https://gw", &[], 60, SigningAlg::EdDSA, "k", ED25519_PEM).unwrap_err();
         assert!(e.contains("EdDSA needs the pure-Rust build"), "{e}");
+        let e =
+            Issuer::from_pem("https://gw", &[], 60, SigningAlg::ES256, "k", &p256_without_public_key()).unwrap_err();
+        assert!(e.contains("without its public key"), "{e}");
     }
 
     /// A host `sign` that answers with the raw signature jwt-simple makes over the same input.
