@@ -31,6 +31,22 @@ extern "C" {
     fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
     fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize)
         -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+}
+
+/// Writes shared data under `cas` (0: unconditional); false for any refusal (the SDK's
+/// wrapper panics on a status other than Ok and CasMismatch, e.g. a host that answers
+/// NotFound to a CAS on a missing key).
+pub(crate) fn set_shared_data(key: &str, value: &[u8], cas: u32) -> bool {
+    // SAFETY: both pointers come from live slices with their exact lengths; the host copies
+    // the bytes before returning.
+    unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) == 0 }
 }
 
 /// A header map as the host serialises it (one buffer; parse with

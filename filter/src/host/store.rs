@@ -2,6 +2,7 @@
 
 use proxy_wasm::hostcalls;
 
+use super::abi;
 use crate::store::{CasMismatch, SharedStore};
 
 pub(crate) struct HostStore;
@@ -29,15 +30,17 @@ impl SharedStore for HostStore {
     /// it meanwhile. A host that refuses a non-zero CAS for a missing key gets the
     /// unconditional write instead (and the core's read-back, as before).
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
-        if cas != 0 {
-            return hostcalls::set_shared_data(key, Some(value), Some(cas)).map_err(|_| CasMismatch);
-        }
-        match hostcalls::set_shared_data(key, Some(value), Some(CREATE)) {
-            Ok(()) => Ok(()),
-            Err(_) if self.get(key).0.is_none() => {
-                hostcalls::set_shared_data(key, Some(value), None).map_err(|_| CasMismatch)
+        let written = match cas {
+            0 => {
+                abi::set_shared_data(key, value, CREATE)
+                    || (self.get(key).0.is_none() && abi::set_shared_data(key, value, 0))
             }
-            Err(_) => Err(CasMismatch),
+            cas => abi::set_shared_data(key, value, cas),
+        };
+        if written {
+            Ok(())
+        } else {
+            Err(CasMismatch)
         }
     }
 
